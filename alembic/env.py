@@ -1,0 +1,88 @@
+"""Alembic environment for feedback-backfill's own objects, beside the app's history.
+
+- Our history is kept in ``feedback_backfill_alembic_version``: the app's ``alembic_version``
+  (holding a revision we do not know) is never read nor touched.
+- One transaction per migration: the index revision commits what precedes it and builds
+  its indexes CONCURRENTLY outside any transaction (``autocommit_block``).
+- Tests (and programs) pass a live connection in ``config.attributes["connection"]``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from alembic.util import CommandError
+from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from backfill.config import Database
+from backfill.errors import BackfillError, redact
+
+VERSION_TABLE = "feedback_backfill_alembic_version"
+OUR_TABLES = {"feedback_backfill_status", "feedback_backfill_invocations", VERSION_TABLE}
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate sees only our objects, so it never proposes to drop the app's."""
+    return type_ != "table" or name in OUR_TABLES
+
+
+def _configure(**kwargs: object) -> None:
+    context.configure(
+        version_table=VERSION_TABLE,
+        transaction_per_migration=True,
+        include_name=include_name,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _database() -> Database:
+    try:
+        return Database.from_env()
+    except BackfillError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def run_migrations_offline() -> None:
+    """``alembic upgrade head --sql``: emit reviewable SQL instead of running it."""
+    url = Database.from_env().sqlalchemy_url if _has_db_env() else "postgresql+psycopg://"
+    _configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _has_db_env() -> bool:
+    try:
+        Database.from_env()
+    except BackfillError:
+        return False
+    return True
+
+
+def _run(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    database = _database()
+    engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+    except SQLAlchemyError as exc:
+        line = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise CommandError(redact(line, [database.password])) from None
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

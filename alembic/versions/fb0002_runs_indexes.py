@@ -1,0 +1,83 @@
+"""Indexes on runs: GIN path indexes on the JSONB, and the walker's partial index.
+
+Revision ID: fb0002
+Revises: fb0001
+Create Date: 2026-11-29
+
+Built with CREATE INDEX CONCURRENTLY, outside any transaction, one after another: the
+extractor keeps writing meanwhile. lock_timeout bounds how long we queue for the table's
+SHARE UPDATE EXCLUSIVE lock (the app's writes never wait on it); statement_timeout is lifted
+because a build on a large table legitimately takes minutes. An interrupted concurrent
+build leaves an INVALID index behind that IF NOT EXISTS would happily keep: on re-run we
+find it through pg_index.indisvalid, drop it concurrently and build it again.
+Tune the wait with: alembic -x lock_timeout=10s upgrade head
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import context, op
+from sqlalchemy import text
+
+revision: str = "fb0002"
+down_revision: str | None = "fb0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: The walker's predicate, word for word (see walk_batch in backfill/sql/queries.sql):
+#: the planner only uses a partial index whose predicate the query implies.
+PENDING = "COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null'"
+
+INDEXES: dict[str, str] = {
+    # Rationale queries: data->'feedback_records' @> '[{"key": ..., "value": {...}}]'.
+    "runs_feedback_records_gin_idx": "runs USING gin ((data -> 'feedback_records') jsonb_path_ops)",
+    "runs_feedback_stats_gin_idx": "runs USING gin ((data -> 'feedback_stats') jsonb_path_ops)",
+    # Rows of a date window still lacking feedback records, in walk order.
+    "runs_feedback_pending_idx": f"runs (run_date, id) WHERE {PENDING}",
+}
+
+
+def _lock_timeout() -> str:
+    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
+    if not value.replace(".", "").isalnum():
+        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
+    return value
+
+
+def _invalid(name: str) -> bool:
+    """True when an index of that name exists in our schema but is INVALID."""
+    row = op.get_bind().execute(
+        text(
+            "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+            " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+        ),
+        {"name": name},
+    ).first()
+    return row is not None and not row[0]
+
+
+def upgrade() -> None:
+    offline = context.is_offline_mode()
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        for name, definition in INDEXES.items():
+            if offline:
+                op.execute(
+                    f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
+                    f" build), first: DROP INDEX CONCURRENTLY {name}"
+                )
+            elif _invalid(name):
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
+        op.execute("RESET statement_timeout")
+        op.execute("RESET lock_timeout")
+
+
+def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        for name in reversed(INDEXES):
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        op.execute("RESET lock_timeout")

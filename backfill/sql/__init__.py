@@ -1,0 +1,19 @@
+"""The named SQL statements of ``queries.sql``, parsed once."""
+
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+
+_HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+
+
+def _parse(text: str) -> dict[str, str]:
+    parts = _HEADER.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        queries[name] = body.strip()
+    return queries
+
+
+QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read_text("utf-8"))

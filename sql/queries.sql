@@ -1,0 +1,1 @@
+../backfill/sql/queries.sql

@@ -1,0 +1,107 @@
+"""A real, throwaway PostgreSQL (pytest-postgresql) and per-test databases from templates.
+
+As root (CI), the server runs as the unprivileged user ``postgres`` through
+tests/pg_ctl_as_postgres, because initdb and pg_ctl refuse to run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors import PostgreSQLExecutor
+
+from backfill import migrate
+from backfill.config import Database
+
+HERE = Path(__file__).resolve().parent
+APP_SCHEMA = (HERE.parent / "backfill" / "sql" / "app_schema.sql").read_text()
+
+#: Everything the toolkit (or the langsmith SDK) reads from the environment.
+OUR_ENV = ("DATABASE_URL", "LANGSMITH_", "LANGCHAIN_", "PG", "BACKFILL_")
+
+
+def _real_pg_ctl() -> str | None:
+    found = os.environ.get("PG_CTL") or shutil.which("pg_ctl")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    return candidates[-1] if candidates else None
+
+
+def _pg_ctl() -> str:
+    real = _real_pg_ctl()
+    if real is None:
+        pytest.exit(
+            "PostgreSQL server binaries not found: install them (Debian/Ubuntu: apt-get install postgresql)"
+            " or set PG_CTL=/path/to/pg_ctl",
+            returncode=4,
+        )
+    if os.geteuid() != 0:
+        return real
+    os.environ["REAL_PG_CTL"] = real
+    return str(HERE / "pg_ctl_as_postgres")
+
+
+postgresql_proc = factories.postgresql_proc(executable=_pg_ctl(), host="127.0.0.1", port=None)
+
+
+def _dsn(proc: PostgreSQLExecutor, dbname: str) -> str:
+    return f"postgresql://{proc.user}@{proc.host}:{proc.port}/{dbname}"
+
+
+def _admin(proc: PostgreSQLExecutor) -> psycopg.Connection:
+    return psycopg.connect(_dsn(proc, "postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_templates(postgresql_proc: PostgreSQLExecutor) -> dict[str, str]:
+    """Two template databases: the app's archive as deployed, and the same after our upgrade."""
+    with _admin(postgresql_proc) as admin:
+        for name in ("tmpl_app", "tmpl_migrated"):
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {name}")
+            with psycopg.connect(_dsn(postgresql_proc, name), autocommit=True) as conn:
+                conn.execute(APP_SCHEMA)
+    migrate.upgrade(Database(_dsn(postgresql_proc, "tmpl_migrated")))
+    return {"app": "tmpl_app", "migrated": "tmpl_migrated"}
+
+
+def _fresh_db(proc: PostgreSQLExecutor, template: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with _admin(proc) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield _dsn(proc, name)
+    finally:
+        with _admin(proc) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def app_dsn(postgresql_proc: PostgreSQLExecutor, pg_templates: dict[str, str]) -> Iterator[str]:
+    """A fresh database holding the app's schema only (before `alembic upgrade head`)."""
+    yield from _fresh_db(postgresql_proc, pg_templates["app"])
+
+
+@pytest.fixture
+def dsn(postgresql_proc: PostgreSQLExecutor, pg_templates: dict[str, str]) -> Iterator[str]:
+    """A fresh database with the app's schema and our migrations applied."""
+    yield from _fresh_db(postgresql_proc, pg_templates["migrated"])
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's shell must not leak into the tests."""
+    for name in list(os.environ):
+        if name.startswith(OUR_ENV) and name not in ("PG_CTL",):
+            monkeypatch.delenv(name)
+    # The SDK must not find a CLI profile either.
+    monkeypatch.setenv("LANGSMITH_CONFIG_FILE", os.devnull)
