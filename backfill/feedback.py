@@ -1,0 +1,81 @@
+"""What a run's fetched feedback means for its row: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+DONE, NO_FEEDBACK, FAILED, INVALID = "done", "no_feedback", "failed", "invalid"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The checkpoint of one run: state, reason (failed/invalid), records to store, error."""
+
+    state: str
+    reason: str | None = None
+    records: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+
+
+def promised(feedback_stats: Any) -> int:
+    """How many records the row's aggregated ``feedback_stats`` count (sum of ``n``)."""
+    if not isinstance(feedback_stats, dict):
+        return 0
+    total = 0
+    for stats in feedback_stats.values():
+        n = stats.get("n") if isinstance(stats, dict) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            total += n
+    return total
+
+
+def has_nul(value: Any) -> bool:
+    """True when a string (or key) holds U+0000, which PostgreSQL's jsonb cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def _created(record: dict[str, Any]) -> tuple[int, dt.datetime | str, str]:
+    raw = record.get("created_at")
+    if not isinstance(raw, str):
+        return (0, "", str(record.get("id")))
+    try:
+        when = dt.datetime.fromisoformat(raw)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return (1, when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(), str(record.get("id")))
+    except ValueError:
+        return (2, raw, str(record.get("id")))
+
+
+def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Deterministic order: by ``created_at`` (records without one first), then ``id``."""
+    return sorted(records, key=_created)
+
+
+def decide(records: list[dict[str, Any]], feedback_stats: Any) -> Outcome:
+    """The outcome for a run whose fetch succeeded."""
+    expected = promised(feedback_stats)
+    if len(records) < expected:
+        return Outcome(
+            FAILED,
+            "mismatch",
+            error=f"API returned {len(records)} record(s), feedback_stats count {expected}",
+        )
+    if not records:
+        return Outcome(NO_FEEDBACK)
+    for rec in records:
+        if has_nul(rec):
+            return Outcome(
+                FAILED,
+                "unstorable",
+                error=f"record {rec.get('id')} holds \\u0000, which PostgreSQL jsonb cannot store",
+            )
+    return Outcome(DONE, records=tuple(sort_records(records)))

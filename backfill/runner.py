@@ -1,0 +1,444 @@
+"""`backfill run`: walk rows lacking feedback, fetch their records, patch and checkpoint.
+
+Data flow, one batch at a time: rows come out of ``runs`` (keyset walk, short read
+transaction) -> feedback comes in from LangSmith (no transaction open, no lock held)
+-> the patch of ``runs`` and the checkpoint rows go back in one short transaction.
+A kill at any moment loses at most the batch in flight, which the next run redoes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from . import db
+from .config import Database, LangSmith, Window
+from .errors import AlreadyRunning, BackfillError, DatabaseError, UsageError, WrongWorkspace
+from .feedback import DONE, FAILED, INVALID, NO_FEEDBACK, Outcome, decide, promised
+from .source import BatchFailed, FeedbackSource, Interrupted, canonical_run_id
+
+#: A batch whose promised runs come back empty this often means a wrong workspace/key.
+EMPTY_RATIO = 0.5
+EMPTY_MIN_RUNS = 3
+#: Write transactions that hit a deadlock or lock timeout are tried this many times.
+WRITE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The knobs of `backfill run` (see its --help)."""
+
+    window: Window = field(default_factory=Window.parse)
+    batch_size: int = 100
+    delay_ms: int = 1000
+    max_attempts: int = 3
+    limit: int | None = None
+    dry_run: bool = False
+    progress: bool = False
+    max_retries: int = 5
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.batch_size <= 1000, "--batch-size must be between 1 and 1000"),
+            (self.delay_ms >= 0, "--delay-ms must be 0 or more"),
+            (self.max_attempts >= 1, "--max-attempts must be 1 or more"),
+            (self.limit is None or self.limit >= 1, "--limit must be 1 or more"),
+            (self.max_retries >= 1, "max_retries must be 1 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+@dataclass
+class RunSummary:
+    """What an invocation did; ``exit_code`` follows README's table."""
+
+    invocation_id: int | None = None
+    pending_at_start: int = 0
+    examined: int = 0
+    enriched: int = 0
+    records: int = 0
+    no_feedback: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    api_requests: int = 0
+    api_errors: int = 0
+    elapsed_s: float = 0.0
+    interrupted_by: int | None = None
+    dry_run: bool = False
+    would_be_invalid: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
+        return 3 if sum(self.failed.values()) else 0
+
+    @property
+    def outcome(self) -> str:
+        if self.interrupted_by is not None:
+            return "interrupted"
+        return "completed_with_failures" if sum(self.failed.values()) else "completed"
+
+    def lines(self) -> list[str]:
+        """The final summary a DBA reads on stderr."""
+        failed = sum(self.failed.values())
+        by_reason = ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items()))
+        rate = self.examined / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        head = "dry run: would examine" if self.dry_run else "examined"
+        out = [
+            f"{head} {self.examined} row(s) of {self.pending_at_start} pending in {self.elapsed_s:.1f}s"
+            f" ({rate:.1f} rows/s)",
+        ]
+        if not self.dry_run:
+            out += [
+                f"  enriched     {self.enriched} row(s), {self.records} feedback record(s) stored",
+                f"  no feedback  {self.no_feedback} row(s)",
+                f"  failed       {failed} row(s)" + (f" ({by_reason})" if by_reason else ""),
+                f"  API requests {self.api_requests} ({self.api_errors} failed)",
+            ]
+            if self.skipped:
+                out.append(f"  skipped      {self.skipped} row(s) changed by another writer meanwhile")
+        else:
+            out.append(f"  invalid      {self.would_be_invalid} row(s) would be recorded invalid, without an API call")
+        return out
+
+
+@dataclass
+class _Row:
+    id: int
+    run_id: str
+    run_date: dt.date
+    data_type: str | None
+    feedback_stats: Any
+
+
+def run(
+    database: Database,
+    langsmith: LangSmith | None,
+    options: RunOptions,
+    *,
+    stop: threading.Event | None = None,
+    listing: Callable[[str, dt.date, str], None] | None = None,
+    err: TextIO | None = None,
+) -> RunSummary:
+    """Backfill the window; the Python API behind `backfill run`.
+
+    ``stop`` (set it to stop after the current batch) defaults to one set by SIGINT/SIGTERM.
+    ``listing(run_id, run_date, action)`` receives each row of a --dry-run.
+    """
+    err = err or sys.stderr
+    summary = RunSummary(dry_run=options.dry_run)
+    started = time.monotonic()
+    gw = db.connect(database)
+    try:
+        gw.require_schema()
+        if options.dry_run:
+            _dry_run(gw, options, summary, listing)
+            return summary
+        if langsmith is None:
+            raise UsageError("LangSmith settings are required unless --dry-run")
+        with _signals(stop) as (stop_event, caught):
+            _locked_run(gw, langsmith, options, summary, stop_event, caught, err)
+        return summary
+    finally:
+        summary.elapsed_s = time.monotonic() - started
+        gw.close()
+
+
+def _window_params(options: RunOptions) -> dict[str, Any]:
+    w = options.window
+    return {
+        "since": w.since,
+        "until": w.until,
+        "projects": list(w.projects) or None,
+        "max_attempts": options.max_attempts,
+    }
+
+
+def _walk(gw: db.Gateway, options: RunOptions) -> Iterator[list[_Row]]:
+    """Batches of rows to examine, keyset-ordered by (run_date, id); each read commits."""
+    params = _window_params(options)
+    after_date, after_id = options.window.since, 0
+    left = options.limit
+    while left is None or left > 0:
+        size = options.batch_size if left is None else min(options.batch_size, left)
+        rows = gw.execute("walk_batch", {**params, "after_date": after_date, "after_id": after_id, "batch_size": size})
+        gw.conn.commit()
+        if not rows:
+            return
+        batch = [_Row(**r) for r in rows]
+        after_date, after_id = batch[-1].run_date, batch[-1].id
+        if left is not None:
+            left -= len(batch)
+        yield batch
+
+
+def _invalid(row: _Row) -> Outcome | None:
+    if canonical_run_id(row.run_id) is None:
+        return Outcome(INVALID, "invalid_run_id", error=f"run_id {row.run_id[:80]!r} is not a UUID")
+    if row.data_type != "object":
+        return Outcome(INVALID, "not_an_object", error=f"data is a JSON {row.data_type}, not an object")
+    return None
+
+
+def _dry_run(
+    gw: db.Gateway,
+    options: RunOptions,
+    summary: RunSummary,
+    listing: Callable[[str, dt.date, str], None] | None,
+) -> None:
+    summary.pending_at_start = gw.one("count_pending", _window_params(options))["pending"]
+    gw.conn.commit()
+    for batch in _walk(gw, options):
+        for row in batch:
+            summary.examined += 1
+            bad = _invalid(row)
+            if bad is not None:
+                summary.would_be_invalid += 1
+            if listing:
+                listing(row.run_id, row.run_date, f"invalid ({bad.reason})" if bad else "fetch")
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event | None) -> Iterator[tuple[threading.Event, list[int]]]:
+    """SIGINT/SIGTERM set the stop event (a second one interrupts at once)."""
+    event = stop or threading.Event()
+    caught: list[int] = []
+    if stop is not None or threading.current_thread() is not threading.main_thread():
+        yield event, caught
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+        event.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event, caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _locked_run(
+    gw: db.Gateway,
+    langsmith: LangSmith,
+    options: RunOptions,
+    summary: RunSummary,
+    stop: threading.Event,
+    caught: list[int],
+    err: TextIO,
+) -> None:
+    if not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
+        gw.conn.commit()
+        raise AlreadyRunning()
+    gw.conn.commit()
+    summary.pending_at_start = gw.one("count_pending", _window_params(options))["pending"]
+    params = {
+        **{k: v for k, v in asdict(options).items() if k not in ("window", "dry_run", "progress")},
+        "since": options.window.since.isoformat(),
+        "until": options.window.until.isoformat(),
+        "projects": list(options.window.projects),
+    }
+    summary.invocation_id = gw.one(
+        "start_invocation", {"params": db.Jsonb(params), "pending": summary.pending_at_start}
+    )["id"]
+    gw.conn.commit()
+    source = FeedbackSource(
+        langsmith,
+        delay_ms=options.delay_ms,
+        max_retries=options.max_retries,
+        backoff_s=options.backoff_s,
+        stop=stop,
+    )
+    bar = tqdm(
+        total=summary.pending_at_start if options.limit is None else min(options.limit, summary.pending_at_start),
+        disable=not options.progress,
+        file=err,
+        unit="row",
+        dynamic_ncols=True,
+    )
+    counted = (0, 0)  # API requests/errors already added to the invocation row
+    message = None
+    try:
+        for batch in _walk(gw, options):
+            counted = _batch(gw, source, batch, options, summary, counted)
+            bar.update(len(batch))
+            if stop.is_set():
+                break
+    except Interrupted:
+        pass
+    except BackfillError as exc:
+        message = str(exc)
+        _finish(gw, summary, source, counted, "error", message)
+        raise
+    finally:
+        bar.close()
+        source.close()
+    if caught:
+        summary.interrupted_by = caught[0]
+    elif stop.is_set():
+        summary.interrupted_by = signal.SIGINT
+    summary.api_requests, summary.api_errors = source.requests, source.errors
+    _finish(gw, summary, source, counted, summary.outcome, None)
+
+
+def _finish(
+    gw: db.Gateway, summary: RunSummary, source: FeedbackSource, counted: tuple[int, int], outcome: str, message: str | None
+) -> None:
+    summary.api_requests, summary.api_errors = source.requests, source.errors
+    with contextlib.suppress(DatabaseError):
+        gw.conn.rollback()
+        gw.execute(
+            "finish_invocation",
+            {
+                "invocation_id": summary.invocation_id,
+                "outcome": outcome,
+                "message": message,
+                "api_requests": source.requests - counted[0],
+                "api_errors": source.errors - counted[1],
+            },
+        )
+        gw.conn.commit()
+        gw.execute("release_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
+        gw.conn.commit()
+
+
+def _fetch_isolating(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
+    """Records per run; a request the API refuses is split until the culprit is alone.
+
+    The value is the run's records, or the reason its fetch failed.
+    """
+    try:
+        return dict(source.fetch(run_ids).records)
+    except BatchFailed as exc:
+        if len(run_ids) == 1:
+            return {run_ids[0]: f"API error: {exc.detail}"}
+        mid = len(run_ids) // 2
+        return {**_fetch_isolating(source, run_ids[:mid]), **_fetch_isolating(source, run_ids[mid:])}
+
+
+def _batch(
+    gw: db.Gateway,
+    source: FeedbackSource,
+    batch: list[_Row],
+    options: RunOptions,
+    summary: RunSummary,
+    counted: tuple[int, int],
+) -> tuple[int, int]:
+    outcomes: dict[str, Outcome] = {}
+    to_fetch: list[_Row] = []
+    for row in batch:
+        bad = _invalid(row)
+        if bad is not None:
+            outcomes[row.run_id] = bad
+        else:
+            to_fetch.append(row)
+    if to_fetch:
+        fetched = _fetch_isolating(source, [r.run_id for r in to_fetch])
+        _check_workspace(to_fetch, fetched)
+        for row in to_fetch:
+            got = fetched[row.run_id]
+            outcomes[row.run_id] = (
+                Outcome(FAILED, "api_error", error=got) if isinstance(got, str) else decide(got, row.feedback_stats)
+            )
+    requests, errors = source.requests - counted[0], source.errors - counted[1]
+    _write(gw, batch, outcomes, summary, requests, errors)
+    return source.requests, source.errors
+
+
+def _check_workspace(rows: list[_Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+    promising = [r for r in rows if promised(r.feedback_stats) > 0 and not isinstance(fetched[r.run_id], str)]
+    empty = [r for r in promising if not fetched[r.run_id]]
+    if len(promising) >= EMPTY_MIN_RUNS and len(empty) > EMPTY_RATIO * len(promising):
+        raise WrongWorkspace(
+            f"LangSmith returned no feedback for {len(empty)} of {len(promising)} runs whose feedback_stats"
+            " count records: is LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID) the workspace these runs"
+            " came from? Stopped; nothing was written off"
+        )
+
+
+def _write(
+    gw: db.Gateway,
+    batch: list[_Row],
+    outcomes: dict[str, Outcome],
+    summary: RunSummary,
+    requests: int,
+    errors: int,
+) -> None:
+    """Patch the enriched rows and checkpoint the batch, in one transaction."""
+    patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.state == DONE]
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with gw.transaction():
+                patched: set[str] = set()
+                if patch:
+                    gw.execute("lock_rows", {"run_ids": [p["run_id"] for p in patch]})
+                    patched = {r["run_id"] for r in gw.execute("patch_batch", {"patch": db.Jsonb(patch)})}
+                rows, tally = _checkpoint_rows(batch, outcomes, patched)
+                gw.execute("checkpoint", {"rows": db.Jsonb(rows), "invocation_id": summary.invocation_id})
+                gw.execute(
+                    "count_invocation",
+                    {
+                        "invocation_id": summary.invocation_id,
+                        "examined": len(rows),
+                        "enriched": tally[DONE],
+                        "no_feedback": tally[NO_FEEDBACK],
+                        "failed": tally[FAILED] + tally[INVALID],
+                        "records": tally["records"],
+                        "api_requests": requests,
+                        "api_errors": errors,
+                    },
+                )
+            break
+        except DatabaseError as exc:
+            if attempt == WRITE_ATTEMPTS or not isinstance(exc.__context__, db.RETRYABLE):
+                raise
+            time.sleep(0.1 * attempt)
+    summary.examined += len(rows)
+    summary.enriched += tally[DONE]
+    summary.records += tally["records"]
+    summary.no_feedback += tally[NO_FEEDBACK]
+    summary.skipped += len(batch) - len(rows)
+    for rid in (r["run_id"] for r in rows if r["state"] in (FAILED, INVALID)):
+        o = outcomes[rid]
+        summary.failed[o.reason or o.state] += 1
+
+
+def _checkpoint_rows(
+    batch: list[_Row], outcomes: dict[str, Outcome], patched: set[str]
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    rows: list[dict[str, Any]] = []
+    tally: Counter[str] = Counter()
+    for row in batch:
+        o = outcomes[row.run_id]
+        if o.state == DONE and row.run_id not in patched:
+            continue  # it got feedback_records from another writer meanwhile: not ours to mark
+        rows.append(
+            {
+                "run_id": row.run_id,
+                "run_date": row.run_date.isoformat(),
+                "state": o.state,
+                "reason": o.reason,
+                "records": len(o.records),
+                "last_error": o.error,
+            }
+        )
+        tally[o.state] += 1
+        tally["records"] += len(o.records)
+    return rows, tally

@@ -1,0 +1,89 @@
+"""Shared test helpers: seed the archive, read it back, run the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from backfill import synthetic
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+def seed(
+    dsn: str,
+    n: int,
+    *,
+    days: int = 5,
+    project: str = "proj-a",
+    start: int = 0,
+    seed_name: str = "t",
+    size_bytes: int = 0,
+) -> list[str]:
+    """Insert ``n`` synthetic runs spread over the last ``days`` days; return their run ids."""
+    ids = []
+    with psycopg.connect(dsn) as conn:
+        for i in range(start, start + n):
+            run_id = synthetic.run_id_for(i, seed_name)
+            run_date = TODAY - dt.timedelta(days=i % days)
+            doc = synthetic.run_document(run_id, run_id, project, run_date, size_bytes)
+            insert(conn, doc)
+            ids.append(run_id)
+    return ids
+
+
+def insert(conn: psycopg.Connection, doc: Any, **columns: Any) -> None:
+    """Insert one row as the extractor does (columns mirror the document unless given)."""
+    cols = {
+        "run_id": doc["run_id"],
+        "trace_id": doc["trace_id"],
+        "project": doc["project"],
+        "run_date": doc["run_date"],
+    } if isinstance(doc, dict) else {}
+    cols.update(columns)
+    conn.execute(
+        "INSERT INTO runs (run_id, trace_id, project, run_date, data)"
+        " VALUES (%(run_id)s, %(trace_id)s, %(project)s, %(run_date)s, %(data)s)",
+        {**cols, "data": Jsonb(doc)},
+    )
+
+
+def rows(dsn: str) -> dict[str, Any]:
+    """run_id -> data, as stored."""
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT run_id, data FROM runs ORDER BY id").fetchall())
+
+
+def raw_rows(dsn: str) -> dict[str, str]:
+    """run_id -> data::text (jsonb's canonical text, for byte-for-byte comparisons)."""
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT run_id, data::text FROM runs ORDER BY id").fetchall())
+
+
+def status(dsn: str) -> dict[str, dict[str, Any]]:
+    """run_id -> checkpoint row (state, reason, attempts, records, last_error)."""
+    with psycopg.connect(dsn) as conn:
+        cur = conn.execute(
+            "SELECT run_id, state, reason, attempts, records, last_error FROM feedback_backfill_status"
+        )
+        return {r[0]: {"state": r[1], "reason": r[2], "attempts": r[3], "records": r[4], "error": r[5]} for r in cur}
+
+
+def invocations(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute("SELECT * FROM feedback_backfill_invocations ORDER BY id").fetchall()
+
+
+def expected_records(run_id: str) -> list[dict[str, Any]]:
+    """What the fake serves for a run, as the backfill must store it (sorted by created_at, id)."""
+    recs = synthetic.feedback_for_run(run_id)
+    return sorted(recs, key=lambda r: (r["created_at"], r["id"]))
+
+
+def canonical(value: Any) -> Any:
+    """JSON round trip, to compare Python values with what jsonb returns."""
+    return json.loads(json.dumps(value))
