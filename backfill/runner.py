@@ -436,6 +436,7 @@ def _checkpoint_rows(
                 "state": o.state,
                 "reason": o.reason,
                 "records": len(o.records),
+                "stats_count": promised(row.feedback_stats),
                 "last_error": o.error,
             }
         )

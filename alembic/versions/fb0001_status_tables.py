@@ -59,6 +59,7 @@ def upgrade() -> None:
             reason text,
             attempts bigint NOT NULL DEFAULT 0,
             records bigint NOT NULL DEFAULT 0,
+            stats_count bigint NOT NULL DEFAULT 0,
             last_error text,
             first_examined_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
@@ -75,7 +76,7 @@ def upgrade() -> None:
     # The report's per-day table and counts by state: an index-only range scan by date.
     op.execute(
         "CREATE INDEX feedback_backfill_status_date_state_idx"
-        " ON feedback_backfill_status (run_date, state) INCLUDE (attempts, records)"
+        " ON feedback_backfill_status (run_date, state) INCLUDE (reason, attempts, records, stats_count)"
     )
     # ON DELETE SET NULL on invocations needs this to not scan the status table.
     op.execute(

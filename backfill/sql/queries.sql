@@ -79,16 +79,18 @@ RETURNING r.run_id;
 -- checkpoint --
 -- Record what the batch found for each run; attempts counts examinations.
 INSERT INTO feedback_backfill_status AS s
-    (run_id, run_date, state, reason, attempts, records, last_error, invocation_id)
-SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.last_error, %(invocation_id)s
+    (run_id, run_date, state, reason, attempts, records, stats_count, last_error, invocation_id)
+SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.stats_count, c.last_error, %(invocation_id)s
 FROM jsonb_to_recordset(%(rows)s::jsonb)
-     AS c(run_id text, run_date date, state text, reason text, records bigint, last_error text)
+     AS c(run_id text, run_date date, state text, reason text, records bigint, stats_count bigint,
+          last_error text)
 ON CONFLICT (run_id) DO UPDATE
 SET run_date = EXCLUDED.run_date,
     state = EXCLUDED.state,
     reason = EXCLUDED.reason,
     attempts = s.attempts + 1,
     records = EXCLUDED.records,
+    stats_count = EXCLUDED.stats_count,
     last_error = EXCLUDED.last_error,
     invocation_id = EXCLUDED.invocation_id,
     updated_at = now();
