@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 from alembic import context
-from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,11 +38,17 @@ def _configure(**kwargs: object) -> None:
     )
 
 
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit 1, as the `backfill` command does (no traceback)."""
+    print(f"FAILED: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 def _database() -> Database:
     try:
         return Database.from_env()
     except BackfillError as exc:
-        raise CommandError(str(exc)) from None
+        _fail(str(exc))
 
 
 def run_migrations_offline() -> None:
@@ -77,7 +85,7 @@ def run_migrations_online() -> None:
             _run(conn)
     except SQLAlchemyError as exc:
         line = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        raise CommandError(redact(line, [database.password])) from None
+        _fail(redact(line, [database.password]))
     finally:
         engine.dispose()
 

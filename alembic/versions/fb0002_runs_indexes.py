@@ -78,6 +78,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        # DROP INDEX CONCURRENTLY waits for transactions using the index: no time limit.
+        op.execute("SET statement_timeout = 0")
         for name in reversed(INDEXES):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        op.execute("RESET statement_timeout")
         op.execute("RESET lock_timeout")

@@ -1,0 +1,15 @@
+-- Least privilege for the role that runs `backfill run` and `backfill status`.
+-- Apply as the owner of `runs`, after `alembic upgrade head` (which the owner runs).
+-- psql -v role=backfill_runner -f sql/grants.sql
+-- The role also needs CONNECT on the database (GRANT CONNECT ON DATABASE <db> TO ...).
+
+GRANT USAGE ON SCHEMA public TO :"role";
+
+-- runs: read the window, patch only the data column (UPDATE of one column also
+-- allows the SELECT ... FOR UPDATE that locks the rows of a batch in id order).
+GRANT SELECT ON runs TO :"role";
+GRANT UPDATE (data) ON runs TO :"role";
+
+-- our checkpoint tables: insert and update, never delete (revert/reset are run by the owner)
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_status TO :"role";
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_invocations TO :"role";
