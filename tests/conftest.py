@@ -20,9 +20,10 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 
 from backfill import migrate
 from backfill.config import Database
+from backfill.sql import app_schema
 
 HERE = Path(__file__).resolve().parent
-APP_SCHEMA = (HERE.parent / "backfill" / "sql" / "app_schema.sql").read_text()
+APP_SCHEMA = app_schema()
 
 #: Everything the toolkit (or the langsmith SDK) reads from the environment.
 OUR_ENV = ("DATABASE_URL", "LANGSMITH_", "LANGCHAIN_", "PG", "BACKFILL_")

@@ -17,3 +17,8 @@ def _parse(text: str) -> dict[str, str]:
 
 
 QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read_text("utf-8"))
+
+
+def app_schema() -> str:
+    """The application's `runs` schema as deployed (for the demo and the tests)."""
+    return files(__package__).joinpath("app_schema.sql").read_text("utf-8")
