@@ -6,6 +6,7 @@ Data goes to stdout (so --json and listings pipe cleanly); progress and messages
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import Annotated, NoReturn
 
@@ -15,6 +16,7 @@ from . import __version__
 from .config import Database, LangSmith, Window
 from .errors import BackfillError
 from .runner import RunOptions, run
+from .status import status
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -104,6 +106,47 @@ def run_command(
     if summary.interrupted_by is not None:
         typer.echo("interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True)
     raise typer.Exit(summary.exit_code)
+
+
+@app.command(
+    "status",
+    epilog="Example: backfill status --since 14d --check\n\n"
+    "Exit codes: 0 (with --check: OK), 1 error or --check WARNING, 2 usage or --check CRITICAL.",
+)
+def status_command(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = "14d",
+    until: Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")] = None,
+    project: Annotated[list[str] | None, typer.Option(help="Only this project (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (keys: see backfill.status).")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Monitoring-plugin mode: one summary line first (on stderr with --json), exit 0 OK,"
+            " 1 WARNING, 2 CRITICAL.",
+        ),
+    ] = False,
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db")
+    ] = None,
+) -> None:
+    """Report the backfill's progress from the checkpoint (no API call, no write)."""
+    debug = ctx.obj["debug"]
+    try:
+        window = Window.parse(since, until, project or ())
+        report = status(Database.from_env(database_url), window)
+    except BackfillError as exc:
+        _fail(exc, debug)
+    if check:
+        # With --json the summary goes to stderr so that stdout stays one JSON document.
+        typer.echo(report.check_line(), err=as_json)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(report.exit_code if check else 0)
 
 
 def _print_listing(run_id: str, run_date: dt.date, action: str) -> None:

@@ -121,3 +121,81 @@ SET finished_at = now(), heartbeat_at = now(), outcome = %(outcome)s, message = 
     api_requests = api_requests + %(api_requests)s,
     api_errors = api_errors + %(api_errors)s
 WHERE id = %(invocation_id)s;
+
+-- =====================================================================================
+-- `backfill status` (backfill/status.py): read-only, from indexes, never runs.data.
+-- The report a DBA reads and a monitor parses; it calls no API and writes nothing.
+-- =====================================================================================
+
+-- status_snapshot --
+-- All the report's queries see one snapshot (a `backfill run` may be writing meanwhile).
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- status_runs_by_day --
+-- Rows of the window per run_date: an index-only scan of idx_runs_run_date (or, with
+-- --project, of idx_runs_project_date). No row is read, let alone its data.
+SELECT r.run_date, count(*)::bigint AS total
+FROM runs AS r
+WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
+ORDER BY r.run_date;
+
+-- status_checkpoint_by_day --
+-- The checkpoint of the window per day, state and reason: from
+-- feedback_backfill_status_date_state_idx alone (its INCLUDE columns hold every figure),
+-- or a scan of the narrow status table when the window spans most of it.
+SELECT s.run_date, s.state, s.reason,
+       count(*)::bigint AS n,
+       sum(s.attempts)::bigint AS attempts,
+       count(*) FILTER (WHERE s.attempts >= %(max_attempts)s)::bigint AS at_max_attempts,
+       sum(s.records)::bigint AS records,
+       count(*) FILTER (WHERE s.stats_count > 0)::bigint AS promised,
+       count(*) FILTER (WHERE s.stats_count > 0 AND s.state = 'done' AND s.records > 0)::bigint
+           AS delivered
+FROM feedback_backfill_status AS s
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+GROUP BY s.run_date, s.state, s.reason
+ORDER BY s.run_date, s.state, s.reason;
+
+-- status_checkpoint_by_day_projects --
+-- The same with --project: the checkpoint has no project column, so its rows are matched
+-- to the projects' runs of the window (a hash semi-join; runs.data is still never read).
+-- A separate statement, not "projects IS NULL OR EXISTS": the OR would keep the planner
+-- from turning EXISTS into a join, and run one index probe per status row.
+SELECT s.run_date, s.state, s.reason,
+       count(*)::bigint AS n,
+       sum(s.attempts)::bigint AS attempts,
+       count(*) FILTER (WHERE s.attempts >= %(max_attempts)s)::bigint AS at_max_attempts,
+       sum(s.records)::bigint AS records,
+       count(*) FILTER (WHERE s.stats_count > 0)::bigint AS promised,
+       count(*) FILTER (WHERE s.stats_count > 0 AND s.state = 'done' AND s.records > 0)::bigint
+           AS delivered
+FROM feedback_backfill_status AS s
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND EXISTS (
+      SELECT 1 FROM runs AS r
+      WHERE r.run_id = s.run_id
+        AND r.project = ANY(%(projects)s::text[])
+        AND r.run_date >= %(since)s AND r.run_date < %(until)s)
+GROUP BY s.run_date, s.state, s.reason
+ORDER BY s.run_date, s.state, s.reason;
+
+-- status_invocations --
+-- Every `backfill run` (one row each: a small table), oldest first.
+SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
+       i.rows_pending_at_start, i.rows_examined, i.rows_enriched, i.rows_no_feedback,
+       i.rows_failed, i.records_stored, i.api_requests, i.api_errors
+FROM feedback_backfill_invocations AS i
+ORDER BY i.id;
+
+-- status_runner_lock --
+-- Which backend, if any, holds the runner lock of this database (see try_runner_lock):
+-- pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low), objsubid 1.
+SELECT (SELECT l.pid
+        FROM pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+          AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = %(lock_key)s
+        LIMIT 1) AS runner_pid,
+       now() AS as_of;

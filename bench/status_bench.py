@@ -1,0 +1,189 @@
+"""How fast is `backfill status` on a large archive? EXPLAIN of each query, then wall times.
+
+    python bench/status_bench.py --rows 1000000          # a throwaway PostgreSQL, as the tests start it
+    DATABASE_URL=postgresql://.../scratch python bench/status_bench.py --rows 1000000
+
+With DATABASE_URL the database must be an EMPTY scratch one: the bench creates the app's
+schema there, migrates it and fills it (it refuses if a `runs` table exists).
+
+The documents are minimal on purpose: the report must not depend on `data` (it never reads
+it). ~90 % of the rows get a status row; then VACUUM ANALYZE, as autovacuum would, so that
+the visibility map lets the index-only scans skip the heap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import backfill  # noqa: E402
+from backfill import db, migrate  # noqa: E402
+from backfill.config import Database, Window  # noqa: E402
+from backfill.sql import QUERIES  # noqa: E402
+
+APP_SCHEMA = (ROOT / "backfill" / "sql" / "app_schema.sql").read_text()
+
+FILL_RUNS = """
+INSERT INTO runs (run_id, trace_id, project, run_date, data)
+SELECT x.u, x.u, x.p, x.d,
+       jsonb_build_object('run_id', x.u, 'trace_id', x.u, 'project', x.p, 'run_date', x.d::text)
+FROM generate_series(1, %(rows)s) AS i,
+     LATERAL (SELECT md5(i::text)::uuid::text AS u, 'proj-' || (i %% 4) AS p,
+                     (now() AT TIME ZONE 'utc')::date - (i %% 14) AS d) AS x
+"""
+
+# ids ending in 0 stay pending (10 %); the rest: ~1/3 done, ~2/3 no feedback, ~2 % failed or invalid.
+FILL_STATUS = """
+INSERT INTO feedback_backfill_status (run_id, run_date, state, reason, attempts, records, stats_count)
+SELECT r.run_id, r.run_date, s.state,
+       CASE s.state WHEN 'failed' THEN (ARRAY['api_error', 'mismatch', 'unstorable'])[1 + r.id %% 3]
+                    WHEN 'invalid' THEN (ARRAY['invalid_run_id', 'not_an_object'])[1 + r.id %% 2] END,
+       1 + r.id %% 3,
+       CASE s.state WHEN 'done' THEN 1 + r.id %% 3 ELSE 0 END,
+       CASE s.state WHEN 'done' THEN 1 + r.id %% 3 WHEN 'failed' THEN 1 ELSE 0 END
+FROM runs AS r,
+     LATERAL (SELECT CASE WHEN r.id %% 100 < 33 THEN 'done' WHEN r.id %% 100 < 97 THEN 'no_feedback'
+                          WHEN r.id %% 100 < 99 THEN 'failed' ELSE 'invalid' END AS state) AS s
+WHERE r.id %% 10 <> 0
+"""
+
+FILL_INVOCATIONS = """
+INSERT INTO feedback_backfill_invocations
+    (started_at, heartbeat_at, finished_at, outcome, params, rows_examined, api_requests)
+SELECT now() - make_interval(hours => 4 - k), now() - make_interval(hours => 4 - k, mins => -30),
+       now() - make_interval(hours => 4 - k, mins => -30), 'completed',
+       '{"batch_size": 100, "delay_ms": 1000, "max_attempts": 3}', 100000 * k, 1000 * k
+FROM generate_series(1, 3) AS k
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster in a temporary directory, started as tests/conftest.py does."""
+    from pytest_postgresql.executors import PostgreSQLExecutor
+
+    real = os.environ.get("PG_CTL") or shutil.which("pg_ctl")
+    if not real:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+        real = found[-1] if found else None
+    if not real:
+        sys.exit("PostgreSQL server binaries not found: install them or set PG_CTL / DATABASE_URL")
+    executable = real
+    if os.geteuid() == 0:  # initdb and pg_ctl refuse root: run them as postgres
+        os.environ["REAL_PG_CTL"] = real
+        executable = str(ROOT / "tests" / "pg_ctl_as_postgres")
+    tmp = tempfile.mkdtemp(prefix="status_bench_")
+    proc = PostgreSQLExecutor(
+        executable=executable,
+        host="127.0.0.1",
+        port=_free_port(),
+        datadir=f"{tmp}/data",
+        unixsocketdir=tempfile.gettempdir(),  # as pytest-postgresql: writable by the server user
+        logfile=f"{tmp}/postgresql.log",
+        startparams="-w",
+        dbname="bench",
+    )
+    try:
+        with proc:
+            base = f"postgresql://{proc.user}@{proc.host}:{proc.port}"
+            with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+                admin.execute("CREATE DATABASE bench")
+            yield f"{base}/bench"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fill(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('runs')").fetchone()[0] is not None:
+            sys.exit("this database already has a `runs` table: give the bench an empty scratch database")
+        conn.execute(APP_SCHEMA)
+    migrate.upgrade(Database(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        for label, sql in (("runs", FILL_RUNS), ("status", FILL_STATUS), ("invocations", FILL_INVOCATIONS)):
+            t = time.perf_counter()
+            n = conn.execute(sql, {"rows": rows}).rowcount
+            print(f"filled {label}: {n:,} rows in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        t = time.perf_counter()
+        conn.execute("VACUUM ANALYZE runs")
+        conn.execute("VACUUM ANALYZE feedback_backfill_status")
+        conn.execute("VACUUM ANALYZE feedback_backfill_invocations")
+        print(f"VACUUM ANALYZE in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+
+
+def explain(url: str, window: Window) -> None:
+    params = {
+        "since": window.since,
+        "until": window.until,
+        "projects": list(window.projects) or None,
+        "max_attempts": 3,
+        "lock_key": db.RUNNER_LOCK_KEY,
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = ["status_runs_by_day", "status_checkpoint_by_day_projects"]
+        if not window.projects:
+            names = ["status_runs_by_day", "status_checkpoint_by_day", "status_invocations", "status_runner_lock"]
+        for name in names:
+            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES[name]}", params).fetchall()
+            scope = f" --project {','.join(window.projects)}" if window.projects else ""
+            print(f"\n== {name}{scope}")
+            print("\n".join(row[0] for row in plan))
+
+
+def timed(url: str, window: Window, repeat: int = 3) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        backfill.status(Database(url), window)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench(url: str, rows: int) -> None:
+    fill(url, rows)
+    windows = [("default (14d)", Window.parse("14d")), ("--project proj-1", Window.parse("14d", projects=["proj-1"]))]
+    for _, window in windows:
+        explain(url, window)
+    print(f"\nbackfill.status() wall time, {rows:,} rows, 3 calls each (connect included)")
+    print(f"{'window':<20}{'first':>10}{'best':>10}")
+    for label, window in windows:
+        times = timed(url, window)
+        print(f"{label:<20}{times[0]:>9.3f}s{min(times):>9.3f}s")
+    report = backfill.status(Database(url), windows[0][1])
+    print("\n" + "\n".join(report.lines()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in runs (default 1,000,000)")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        bench(url, args.rows)
+        return
+    with throwaway_postgres() as url:
+        bench(url, args.rows)
+
+
+if __name__ == "__main__":
+    main()
