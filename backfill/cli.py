@@ -14,7 +14,7 @@ import typer
 
 from . import __version__
 from .config import Database, LangSmith, Window
-from .errors import BackfillError
+from .errors import BackfillError, UsageError
 from .runner import RunOptions, run
 from .status import status
 
@@ -149,9 +149,41 @@ def status_command(
     raise typer.Exit(report.exit_code if check else 0)
 
 
+@app.command(
+    "demo",
+    epilog="Example: backfill demo --keep   (then: psql \"$DATABASE_URL\", backfill status, ...)",
+)
+def demo_command(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(help="Synthetic runs to archive (over 20 days).")] = 3000,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave both servers running and print how to reach and stop them.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Run the DBA's workflow on a throwaway PostgreSQL and the fake LangSmith."""
+    from .demo import demo
+
+    try:
+        if rows < 1:
+            raise UsageError("--rows must be 1 or more")
+        demo(rows=rows, keep=keep, progress=not no_progress and sys.stderr.isatty())
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    except KeyboardInterrupt:
+        typer.echo("interrupted: everything the demo started was stopped and removed", err=True)
+        raise typer.Exit(130) from None
+
+
 def _print_listing(run_id: str, run_date: dt.date, action: str) -> None:
     typer.echo(f"{run_date}\t{run_id}\t{action}")
 
 
 def main() -> None:
-    app(prog_name="backfill")
+    try:
+        app(prog_name="backfill")
+    except Exception as exc:  # the last line of defence: a bug, still reported in one line
+        if "--debug" in sys.argv:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"backfill: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
