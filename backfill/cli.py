@@ -13,9 +13,10 @@ from typing import Annotated, NoReturn
 import typer
 
 from . import __version__
-from .config import Database, LangSmith, Window
+from .config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from .errors import BackfillError, UsageError
 from .runner import RunOptions, run
+from .runner import follow as run_follow
 from .status import status
 
 app = typer.Typer(
@@ -28,6 +29,27 @@ app = typer.Typer(
 EPILOG_RUN = """Example: DATABASE_URL=postgresql://backfill@db/archive LANGSMITH_API_KEY=lsv2_... backfill run --since 14d
 
 Exit codes: 0 all done, 3 finished but some rows failed, 1 error, 2 usage, 130/143 interrupted (re-run to resume)."""
+
+
+# Options shared by several commands (one definition each).
+Since = Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")]
+Until = Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")]
+Projects = Annotated[list[str] | None, typer.Option("--project", help="Only this project (repeatable).")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db"),
+]
+ApiKey = Annotated[
+    str | None, typer.Option(envvar="LANGSMITH_API_KEY", show_envvar=True, show_default=False, help="LangSmith API key.")
+]
+Endpoint = Annotated[str | None, typer.Option(envvar="LANGSMITH_ENDPOINT", show_envvar=True, help="LangSmith API URL.")]
+WorkspaceId = Annotated[
+    str | None, typer.Option(envvar="LANGSMITH_WORKSPACE_ID", show_envvar=True, help="Workspace of an org-scoped key.")
+]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for one API answer.")]
+DelayMs = Annotated[int, typer.Option(help="Minimum interval between API requests, in ms.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
 
 
 def _fail(exc: BackfillError, debug: bool) -> NoReturn:
@@ -58,28 +80,27 @@ def main_options(
 @app.command("run", epilog=EPILOG_RUN)
 def run_command(
     ctx: typer.Context,
-    since: Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = "14d",
-    until: Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")] = None,
-    project: Annotated[list[str] | None, typer.Option(help="Only this project (repeatable).")] = None,
+    since: Since = "14d",
+    until: Until = None,
+    project: Projects = None,
     batch_size: Annotated[int, typer.Option(help="Run ids per API request.")] = 100,
-    delay_ms: Annotated[int, typer.Option(help="Minimum interval between API requests, in ms.")] = 1000,
+    delay_ms: DelayMs = 1000,
     max_attempts: Annotated[int, typer.Option(help="Attempts per run before a failed run is left alone.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Examine at most this many rows.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and list what would be done; no API call, no write.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-    database_url: Annotated[
-        str | None, typer.Option(envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="LANGSMITH_API_KEY", show_envvar=True, show_default=False, help="LangSmith API key.")
-    ] = None,
-    endpoint: Annotated[
-        str | None, typer.Option(envvar="LANGSMITH_ENDPOINT", show_envvar=True, help="LangSmith API URL.")
-    ] = None,
-    workspace_id: Annotated[
-        str | None, typer.Option(envvar="LANGSMITH_WORKSPACE_ID", show_envvar=True, help="Workspace of an org-scoped key.")
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one API answer.")] = 30.0,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+    endpoint: Endpoint = None,
+    workspace_id: WorkspaceId = None,
+    timeout: Timeout = 30.0,
+    refetch: Annotated[
+        bool, typer.Option("--refetch", help="Refresh rows already examined: replace the records we stored (resumable).")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep enriching new rows, a pass every --interval, until SIGTERM.")
+    ] = False,
+    interval: Annotated[str, typer.Option(help="Pause between --follow passes: 30s, 5m, 1h.")] = "5m",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
     debug = ctx.obj["debug"]
@@ -91,13 +112,21 @@ def run_command(
             max_attempts=max_attempts,
             limit=limit,
             dry_run=dry_run,
-            progress=not no_progress and sys.stderr.isatty(),
+            progress=not no_progress and not follow and sys.stderr.isatty(),
+            refetch=refetch,
         )
         if timeout <= 0:
-            raise BackfillError("--timeout must be positive")
+            raise UsageError("--timeout must be positive")
+        pause = parse_interval(interval)
+        if follow and (dry_run or refetch):
+            raise UsageError("--follow cannot be combined with --dry-run or --refetch")
         database = Database.from_env(database_url)
         langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
-        typer.echo(f"backfill: {options.window.describe()}", err=True)
+        if follow:
+            assert langsmith is not None
+            typer.echo(f"backfill: following --since {since}, a pass every {interval}; stop with SIGTERM", err=True)
+            raise typer.Exit(run_follow(database, langsmith, options, since, until, pause))
+        typer.echo(f"backfill: {options.window.describe()}" + (" (refetch)" if refetch else ""), err=True)
         summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
     except BackfillError as exc:
         _fail(exc, debug)
@@ -115,9 +144,9 @@ def run_command(
 )
 def status_command(
     ctx: typer.Context,
-    since: Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = "14d",
-    until: Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")] = None,
-    project: Annotated[list[str] | None, typer.Option(help="Only this project (repeatable).")] = None,
+    since: Since = "14d",
+    until: Until = None,
+    project: Projects = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object (keys: see backfill.status).")] = False,
     check: Annotated[
         bool,
@@ -127,9 +156,7 @@ def status_command(
             " 1 WARNING, 2 CRITICAL.",
         ),
     ] = False,
-    database_url: Annotated[
-        str | None, typer.Option(envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db")
-    ] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Report the backfill's progress from the checkpoint (no API call, no write)."""
     debug = ctx.obj["debug"]
@@ -147,6 +174,133 @@ def status_command(
         for line in report.lines():
             typer.echo(line)
     raise typer.Exit(report.exit_code if check else 0)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to change the database without confirmation: add --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)
+
+
+def _window(since: str | None, until: str | None, all_: bool, project: list[str] | None = None) -> Window:
+    if all_:
+        if since or until:
+            raise UsageError("--all cannot be combined with --since/--until")
+        return ALL_TIME
+    if not since:
+        raise UsageError("say which window: --since 14d (or --all)")
+    return Window.parse(since, until, project or ())
+
+
+@app.command("verify", epilog="Example: backfill verify --since 14d --sample 200 --fix\n\nExit codes: 0 no drift (or all fixed), 3 drift found, 1 error, 2 usage.")
+def verify_command(
+    ctx: typer.Context,
+    since: Since = "14d",
+    until: Until = None,
+    project: Projects = None,
+    sample: Annotated[int | None, typer.Option(help="Runs to check at random (default 100).")] = 100,
+    all_runs: Annotated[bool, typer.Option("--all-runs", help="Check every enriched run of the window.")] = False,
+    fix: Annotated[bool, typer.Option("--fix", help="Re-patch drifted runs with the API's records, atomically.")] = False,
+    delay_ms: DelayMs = 1000,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+    endpoint: Endpoint = None,
+    workspace_id: WorkspaceId = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Re-fetch enriched runs and compare with what is stored: added, changed, deleted records."""
+    from .operations import verify
+
+    try:
+        report = verify(
+            Database.from_env(database_url),
+            LangSmith.from_env(api_key, endpoint, workspace_id, timeout),
+            Window.parse(since, until, project or ()),
+            sample=None if all_runs else sample,
+            fix=fix,
+            delay_ms=delay_ms,
+        )
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("retry", epilog="Example: backfill retry --reason api_error && backfill run --since 14d")
+def retry_command(
+    ctx: typer.Context,
+    reason: Annotated[
+        str | None, typer.Option(help="Only failures of this reason: api_error, mismatch or unstorable.")
+    ] = None,
+    since: Since = "14d",
+    until: Until = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Give failed runs their attempts back, so that the next `backfill run` tries them again."""
+    from .operations import retry
+
+    try:
+        if reason not in (None, "api_error", "mismatch", "unstorable"):
+            raise UsageError(f"--reason must be api_error, mismatch or unstorable, got {reason!r}")
+        change = retry(Database.from_env(database_url), Window.parse(since, until), reason)
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    typer.echo(f"{change.rows} failed run(s) will be tried again by the next backfill run", err=True)
+
+
+@app.command("reset", epilog="Example: backfill reset --since 14d --yes")
+def reset_command(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = None,
+    until: Until = None,
+    yes: Yes = False,
+    dry_run: DryRun = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Forget the checkpoint of a window (no feedback, failed, invalid) so it is examined again."""
+    from .operations import reset
+
+    try:
+        window = _window(since, until, False)
+        database = Database.from_env(database_url)
+        if not dry_run:
+            _confirm(f"Forget the checkpoint of {window.describe()}?", yes)
+        change = reset(database, window, dry_run=dry_run)
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    verb = "would forget" if change.dry_run else "forgot"
+    typer.echo(f"{verb} {change.rows} checkpoint row(s); rows we enriched stay recorded for revert", err=True)
+
+
+@app.command("revert", epilog="Example: backfill revert --since 14d --dry-run; backfill revert --all --yes")
+def revert_command(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = None,
+    until: Until = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every run_date.")] = False,
+    yes: Yes = False,
+    dry_run: DryRun = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove exactly the feedback_records the backfill added, restoring each row's JSONB."""
+    from .operations import revert
+
+    try:
+        window = _window(since, until, all_)
+        database = Database.from_env(database_url)
+        if not dry_run:
+            _confirm(f"Remove the feedback_records the backfill added ({window.describe()})?", yes)
+        change = revert(database, window, dry_run=dry_run)
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    if change.dry_run:
+        typer.echo(f"would restore {change.rows} row(s) to their JSONB before the backfill", err=True)
+    else:
+        typer.echo(f"restored {change.rows} row(s); forgot {change.checkpoints} checkpoint row(s)", err=True)
 
 
 @app.command(

@@ -153,3 +153,18 @@ def _parse_point(text: str, flag: str, now: dt.datetime, today: dt.date) -> dt.d
         raise UsageError(
             f"{flag} must be a duration like 14d, 36h, 2w or a date like 2026-11-15, got {text!r}"
         ) from None
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$", re.IGNORECASE)
+
+
+def parse_interval(text: str, flag: str = "--interval") -> float:
+    """``30s``, ``5m``, ``1h`` (or plain seconds) as seconds; must be positive."""
+    m = _INTERVAL.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"{flag} must be a positive duration like 30s, 5m or 1h, got {text!r}")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[(m.group(2) or "s").lower()]
+
+
+#: The window of `--all`: every run_date PostgreSQL can hold.
+ALL_TIME = Window(dt.date(1, 1, 1), dt.date(9999, 12, 31))

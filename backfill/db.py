@@ -50,6 +50,11 @@ class Gateway:
             cur = self.conn.execute(QUERIES[name], params or {})  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def rowcount(self, name: str, params: dict[str, Any] | None = None) -> int:
+        """Run a named statement; return how many rows it affected."""
+        with wrap_exceptions(self.database):
+            return self.conn.execute(QUERIES[name], params or {}).rowcount  # type: ignore[arg-type]
+
     def one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         rows = self.execute(name, params)
         return rows[0]
@@ -62,7 +67,15 @@ class Gateway:
     def require_schema(self) -> None:
         if not self.one("check_schema")["migrated"]:
             raise NotMigrated()
-        self.conn.commit()
+        self.commit()
+
+    def commit(self) -> None:
+        with wrap_exceptions(self.database):
+            self.conn.commit()
+
+    def rollback(self) -> None:
+        with wrap_exceptions(self.database):
+            self.conn.rollback()
 
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):

@@ -77,6 +77,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
     started = time.monotonic()
     show("feedback-backfill demo: a throwaway PostgreSQL archive and a fake LangSmith on 127.0.0.1")
     pg = EmbeddedPostgres.start()
+    show(f"  working directory: {pg.root} (removed at the end)")
     fake: subprocess.Popen[bytes] | None = None
     try:
         with psycopg.connect(pg.url(), autocommit=True) as conn:

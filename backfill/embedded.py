@@ -75,13 +75,17 @@ class EmbeddedPostgres:
         bindir = find_bindir()
         root = Path(tempfile.mkdtemp(prefix="feedback-backfill-demo-"))
         pg = cls(root, free_port(), bindir)
-        if os.geteuid() == 0:
-            shutil.chown(root, user=RUN_AS)
-        pg._run(str(bindir / "initdb"), "-D", str(pg.datadir), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync")
-        pg._run(
-            str(bindir / "pg_ctl"), "-D", str(pg.datadir), "-l", str(root / "postgres.log"), "-w", "start",
-            "-o", f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-        )
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(root, user=RUN_AS)
+            pg._run(str(bindir / "initdb"), "-D", str(pg.datadir), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+            pg._run(
+                str(bindir / "pg_ctl"), "-D", str(pg.datadir), "-l", str(root / "postgres.log"), "-w", "start",
+                "-o", f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            )
+        except BaseException:  # Ctrl-C during initdb included: leave nothing behind
+            pg.stop()
+            raise
         return pg
 
     def stop_command(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +32,21 @@ def promised(feedback_stats: Any) -> int:
     return total
 
 
-def has_nul(value: Any) -> bool:
-    """True when a string (or key) holds U+0000, which PostgreSQL's jsonb cannot store."""
+#: What PostgreSQL's jsonb cannot store: U+0000, and lone UTF-16 surrogates (valid JSON
+#: escapes, e.g. an emoji cut in half, but not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: Any) -> str | None:
+    """The first character of a string (or key) that jsonb cannot store, as \\uXXXX; else None."""
     if isinstance(value, str):
-        return "\x00" in value
+        m = _UNSTORABLE.search(value)
+        return f"\\u{ord(m.group()):04x}" if m else None
     if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        return next((c for k, v in value.items() for c in (unstorable(k), unstorable(v)) if c), None)
     if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
+        return next((c for v in value if (c := unstorable(v))), None)
+    return None
 
 
 def _created(record: dict[str, Any]) -> tuple[int, dt.datetime | str, str]:
@@ -72,10 +79,11 @@ def decide(records: list[dict[str, Any]], feedback_stats: Any) -> Outcome:
     if not records:
         return Outcome(NO_FEEDBACK)
     for rec in records:
-        if has_nul(rec):
+        char = unstorable(rec)
+        if char:
             return Outcome(
                 FAILED,
                 "unstorable",
-                error=f"record {rec.get('id')} holds \\u0000, which PostgreSQL jsonb cannot store",
+                error=f"record {rec.get('id')} holds {char}, which PostgreSQL jsonb cannot store",
             )
     return Outcome(DONE, records=tuple(sort_records(records)))

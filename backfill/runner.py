@@ -16,14 +16,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from . import db
 from .config import Database, LangSmith, Window
-from .errors import AlreadyRunning, BackfillError, DatabaseError, UsageError, WrongWorkspace
+from .errors import AlreadyRunning, ApiUnavailable, BackfillError, DatabaseError, UsageError, WrongWorkspace
 from .feedback import DONE, FAILED, INVALID, NO_FEEDBACK, Outcome, decide, promised
 from .source import BatchFailed, FeedbackSource, Interrupted, canonical_run_id
 
@@ -47,6 +47,7 @@ class RunOptions:
     progress: bool = False
     max_retries: int = 5
     backoff_s: float = 0.5
+    refetch: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -158,25 +159,60 @@ def run(
         gw.close()
 
 
-def _window_params(options: RunOptions) -> dict[str, Any]:
+def follow(
+    database: Database,
+    langsmith: LangSmith,
+    options: RunOptions,
+    since: str,
+    until: str | None,
+    interval_s: float,
+    *,
+    stop: threading.Event | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`backfill run --follow`: a pass every ``interval_s`` until SIGTERM/SIGINT; returns 0.
+
+    The window is recomputed each pass (``--since 2d`` keeps following the newest rows).
+    An API outage, a wrong workspace or a database error is reported and the next pass
+    tries again; a refused API key or a missing schema ends the loop (exit 1).
+    """
+    err = err or sys.stderr
+    with _signals(stop) as (event, _caught):
+        while not event.is_set():
+            opts = replace(options, window=Window.parse(since, until, options.window.projects))
+            try:
+                summary = run(database, langsmith, opts, stop=event, err=err)
+                print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
+                      file=err, flush=True)
+            except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
+                print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
+            if event.wait(interval_s):
+                break
+    print("follow: stopped cleanly", file=err, flush=True)
+    return 0
+
+
+def _window_params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
     w = options.window
     return {
         "since": w.since,
         "until": w.until,
         "projects": list(w.projects) or None,
         "max_attempts": options.max_attempts,
+        "refetch_since": refetch_since,
     }
 
 
-def _walk(gw: db.Gateway, options: RunOptions) -> Iterator[list[_Row]]:
+def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[_Row]]:
     """Batches of rows to examine, keyset-ordered by (run_date, id); each read commits."""
-    params = _window_params(options)
+    params = _window_params(options, refetch_since)
+    query = "walk_refetch" if options.refetch else "walk_batch"
     after_date, after_id = options.window.since, 0
     left = options.limit
     while left is None or left > 0:
         size = options.batch_size if left is None else min(options.batch_size, left)
-        rows = gw.execute("walk_batch", {**params, "after_date": after_date, "after_id": after_id, "batch_size": size})
-        gw.conn.commit()
+        rows = gw.execute(query, {**params, "after_date": after_date, "after_id": after_id, "batch_size": size})
+        gw.commit()
         if not rows:
             return
         batch = [_Row(**r) for r in rows]
@@ -201,7 +237,7 @@ def _dry_run(
     listing: Callable[[str, dt.date, str], None] | None,
 ) -> None:
     summary.pending_at_start = gw.one("count_pending", _window_params(options))["pending"]
-    gw.conn.commit()
+    gw.commit()
     for batch in _walk(gw, options):
         for row in batch:
             summary.examined += 1
@@ -245,20 +281,23 @@ def _locked_run(
     err: TextIO,
 ) -> None:
     if not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
-        gw.conn.commit()
+        gw.commit()
         raise AlreadyRunning()
-    gw.conn.commit()
-    summary.pending_at_start = gw.one("count_pending", _window_params(options))["pending"]
+    gw.commit()
+    refetch_since = _refetch_since(gw) if options.refetch else None
+    count = "count_refetch" if options.refetch else "count_pending"
+    summary.pending_at_start = gw.one(count, _window_params(options, refetch_since))["pending"]
     params = {
         **{k: v for k, v in asdict(options).items() if k not in ("window", "dry_run", "progress")},
         "since": options.window.since.isoformat(),
         "until": options.window.until.isoformat(),
         "projects": list(options.window.projects),
+        "refetch_since": refetch_since.isoformat() if refetch_since else None,
     }
     summary.invocation_id = gw.one(
         "start_invocation", {"params": db.Jsonb(params), "pending": summary.pending_at_start}
     )["id"]
-    gw.conn.commit()
+    gw.commit()
     source = FeedbackSource(
         langsmith,
         delay_ms=options.delay_ms,
@@ -276,7 +315,7 @@ def _locked_run(
     counted = (0, 0)  # API requests/errors already added to the invocation row
     message = None
     try:
-        for batch in _walk(gw, options):
+        for batch in _walk(gw, options, refetch_since):
             counted = _batch(gw, source, batch, options, summary, counted)
             bar.update(len(batch))
             if stop.is_set():
@@ -302,8 +341,10 @@ def _finish(
     gw: db.Gateway, summary: RunSummary, source: FeedbackSource, counted: tuple[int, int], outcome: str, message: str | None
 ) -> None:
     summary.api_requests, summary.api_errors = source.requests, source.errors
+    # The connection may be gone (that may be why we are here): then the invocation row
+    # simply stays unfinished, as after a kill, and the lock went with the connection.
     with contextlib.suppress(DatabaseError):
-        gw.conn.rollback()
+        gw.rollback()
         gw.execute(
             "finish_invocation",
             {
@@ -314,9 +355,20 @@ def _finish(
                 "api_errors": source.errors - counted[1],
             },
         )
-        gw.conn.commit()
+        gw.commit()
         gw.execute("release_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
-        gw.conn.commit()
+        gw.commit()
+
+
+def _refetch_since(gw: db.Gateway) -> dt.datetime:
+    """Where a --refetch pass starts: an unfinished pass resumes with its own start time."""
+    last = gw.execute("last_refetch")
+    gw.commit()
+    if last and last[0]["outcome"] not in ("completed", "completed_with_failures") and last[0]["since"]:
+        return dt.datetime.fromisoformat(last[0]["since"])
+    now: dt.datetime = gw.one("now")["now"]
+    gw.commit()
+    return now
 
 
 def _fetch_isolating(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
@@ -358,7 +410,7 @@ def _batch(
                 Outcome(FAILED, "api_error", error=got) if isinstance(got, str) else decide(got, row.feedback_stats)
             )
     requests, errors = source.requests - counted[0], source.errors - counted[1]
-    _write(gw, batch, outcomes, summary, requests, errors)
+    write(gw, batch, outcomes, summary, requests, errors, refetch=options.refetch)
     return source.requests, source.errors
 
 
@@ -373,23 +425,29 @@ def _check_workspace(rows: list[_Row], fetched: dict[str, list[dict[str, Any]] |
         )
 
 
-def _write(
+def write(
     gw: db.Gateway,
     batch: list[_Row],
     outcomes: dict[str, Outcome],
     summary: RunSummary,
-    requests: int,
-    errors: int,
+    requests: int = 0,
+    errors: int = 0,
+    *,
+    refetch: bool = False,
 ) -> None:
-    """Patch the enriched rows and checkpoint the batch, in one transaction."""
+    """Patch the enriched rows and checkpoint the batch, in one transaction.
+
+    With ``refetch``, feedback_records are replaced where they are still ours.
+    """
     patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.state == DONE]
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with gw.transaction():
-                patched: set[str] = set()
+                patched: dict[str, dict[str, Any]] = {}
                 if patch:
                     gw.execute("lock_rows", {"run_ids": [p["run_id"] for p in patch]})
-                    patched = {r["run_id"] for r in gw.execute("patch_batch", {"patch": db.Jsonb(patch)})}
+                    query = "patch_refetch" if refetch else "patch_batch"
+                    patched = {r["run_id"]: r for r in gw.execute(query, {"patch": db.Jsonb(patch)})}
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
                 gw.execute("checkpoint", {"rows": db.Jsonb(rows), "invocation_id": summary.invocation_id})
                 gw.execute(
@@ -421,7 +479,7 @@ def _write(
 
 
 def _checkpoint_rows(
-    batch: list[_Row], outcomes: dict[str, Outcome], patched: set[str]
+    batch: list[_Row], outcomes: dict[str, Outcome], patched: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     rows: list[dict[str, Any]] = []
     tally: Counter[str] = Counter()
@@ -437,6 +495,8 @@ def _checkpoint_rows(
                 "reason": o.reason,
                 "records": len(o.records),
                 "stats_count": promised(row.feedback_stats),
+                "prior": patched[row.run_id]["prior"] if row.run_id in patched else None,
+                "records_md5": patched[row.run_id]["records_md5"] if row.run_id in patched else None,
                 "last_error": o.error,
             }
         )

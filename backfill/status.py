@@ -493,7 +493,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         per_day = {r["run_date"]: r["total"] for r in gw.execute("status_runs_by_day", where)}
         by_day = "status_checkpoint_by_day_projects" if window.projects else "status_checkpoint_by_day"
         checkpoint = gw.execute(by_day, where)
-        gw.conn.rollback()  # a read-only transaction: nothing to commit
+        gw.rollback()  # a read-only transaction: nothing to commit
     finally:
         gw.close()
     as_of: dt.datetime = lock["as_of"]

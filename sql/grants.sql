@@ -13,3 +13,7 @@ GRANT UPDATE (data) ON runs TO :"role";
 -- our checkpoint tables: insert and update, never delete (revert/reset are run by the owner)
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_status TO :"role";
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_invocations TO :"role";
+
+-- Analysts (a different role): the view of one row per feedback record. A view reads `runs`
+-- with its owner's rights, so analysts need no grant on runs itself.
+-- GRANT SELECT ON feedback_records_v TO analyst;

@@ -39,6 +39,8 @@ CREATE TABLE feedback_backfill_status (
             attempts bigint NOT NULL DEFAULT 0,
             records bigint NOT NULL DEFAULT 0,
             stats_count bigint NOT NULL DEFAULT 0,
+            prior text,
+            records_md5 text,
             last_error text,
             first_examined_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
@@ -48,7 +50,9 @@ CREATE TABLE feedback_backfill_status (
             CONSTRAINT feedback_backfill_status_reason_check CHECK (
                 (state IN ('done', 'no_feedback') AND reason IS NULL)
                 OR (state = 'failed' AND reason IN ('api_error', 'mismatch', 'unstorable'))
-                OR (state = 'invalid' AND reason IN ('invalid_run_id', 'not_an_object')))
+                OR (state = 'invalid' AND reason IN ('invalid_run_id', 'not_an_object'))),
+            CONSTRAINT feedback_backfill_status_prior_check CHECK (prior IN ('absent', 'null')),
+            CONSTRAINT feedback_backfill_status_ledger_check CHECK ((prior IS NULL) = (records_md5 IS NULL))
         );
 
 CREATE INDEX feedback_backfill_status_date_state_idx ON feedback_backfill_status (run_date, state) INCLUDE (reason, attempts, records, stats_count);
@@ -88,6 +92,39 @@ RESET lock_timeout;
 BEGIN;
 
 UPDATE feedback_backfill_alembic_version SET version_num='fb0002' WHERE feedback_backfill_alembic_version.version_num = 'fb0001';
+
+COMMIT;
+
+BEGIN;
+
+-- Running upgrade fb0002 -> fb0003
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+CREATE VIEW feedback_records_v AS
+        SELECT r.run_id,
+               r.project,
+               r.run_date,
+               f.ord AS position,
+               f.rec ->> 'id' AS feedback_id,
+               f.rec ->> 'key' AS key,
+               CASE WHEN jsonb_typeof(f.rec -> 'score') = 'number' THEN (f.rec ->> 'score')::numeric
+                    WHEN jsonb_typeof(f.rec -> 'score') = 'boolean' THEN (f.rec ->> 'score')::boolean::int
+               END AS score,
+               f.rec -> 'value' ->> 'verdict' AS verdict,
+               f.rec -> 'value' AS value,
+               f.rec ->> 'comment' AS comment,
+               CASE WHEN f.rec ->> 'created_at' ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}' THEN (f.rec ->> 'created_at')::timestamptz END AS created_at,
+               CASE WHEN f.rec ->> 'modified_at' ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}' THEN (f.rec ->> 'modified_at')::timestamptz END AS modified_at,
+               f.rec AS record
+        FROM runs AS r
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(r.data -> 'feedback_records') = 'array' THEN r.data -> 'feedback_records' END
+        ) WITH ORDINALITY AS f (rec, ord);
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0003' WHERE feedback_backfill_alembic_version.version_num = 'fb0002';
 
 COMMIT;
 

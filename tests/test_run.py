@@ -224,7 +224,7 @@ def test_nul_bearing_record_fails_its_run_only(dsn, fake):
     summary = go(dsn, fake)
     st = status(dsn)[bad]
     assert (st["state"], st["reason"]) == ("failed", "unstorable")
-    assert "\\u0000" in st["error"]
+    assert "holds \\u0000, which PostgreSQL jsonb cannot store" in st["error"]
     assert summary.failed == {"unstorable": 1}
     assert all(status(dsn)[r]["state"] in ("done", "no_feedback") for r in ids[1:])
 

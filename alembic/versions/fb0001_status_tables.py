@@ -8,6 +8,11 @@ One status row per run the backfill has examined, keyed by runs.run_id (the extr
 stable key: an upsert keeps it, a delete and re-insert does not keep runs.id). There is
 deliberately no foreign key to runs: the app must stay free to delete or rewrite its rows
 without our table blocking it. One invocation row per `backfill run`.
+
+The status row is also the ledger that makes `backfill revert` exact: for a row we patched,
+``prior`` says whether ``feedback_records`` was absent or JSON null before, and
+``records_md5`` is md5 of the ``feedback_records`` we wrote, so a revert removes our
+records only while they are still ours, and restores the row's JSONB exactly.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def upgrade() -> None:
             attempts bigint NOT NULL DEFAULT 0,
             records bigint NOT NULL DEFAULT 0,
             stats_count bigint NOT NULL DEFAULT 0,
+            prior text,
+            records_md5 text,
             last_error text,
             first_examined_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
@@ -69,7 +76,9 @@ def upgrade() -> None:
             CONSTRAINT feedback_backfill_status_reason_check CHECK (
                 (state IN ('done', 'no_feedback') AND reason IS NULL)
                 OR (state = 'failed' AND reason IN ('api_error', 'mismatch', 'unstorable'))
-                OR (state = 'invalid' AND reason IN ('invalid_run_id', 'not_an_object')))
+                OR (state = 'invalid' AND reason IN ('invalid_run_id', 'not_an_object'))),
+            CONSTRAINT feedback_backfill_status_prior_check CHECK (prior IN ('absent', 'null')),
+            CONSTRAINT feedback_backfill_status_ledger_check CHECK ((prior IS NULL) = (records_md5 IS NULL))
         )
         """
     )

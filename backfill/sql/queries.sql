@@ -35,6 +35,28 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
         AND (s.state IN ('no_feedback', 'invalid')
              OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)));
 
+-- count_refetch --
+-- How many rows a `backfill run --refetch` pass has left (see walk_refetch).
+SELECT count(*) AS pending
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.state IN ('done', 'no_feedback')
+  AND s.updated_at < %(refetch_since)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]));
+
+-- last_refetch --
+-- The latest --refetch invocation: if it did not finish, the next one resumes its pass.
+SELECT i.outcome, i.params ->> 'refetch_since' AS since
+FROM feedback_backfill_invocations AS i
+WHERE i.params ->> 'refetch' = 'true'
+ORDER BY i.id DESC
+LIMIT 1;
+
+-- now --
+-- The database's clock (checkpoint timestamps are the database's).
+SELECT now() AS now;
+
 -- walk_batch --
 -- The next batch of rows lacking feedback records, in keyset order (run_date, id).
 -- The first predicate is, word for word, the one of the partial index
@@ -64,26 +86,70 @@ SELECT r.id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.
 -- Add feedback_records to each row in place, in one statement. `data || ...` is computed
 -- from the row version the UPDATE locks, so an upsert committed meanwhile is kept; a row
 -- that got feedback_records meanwhile is left alone (the predicate is re-checked).
+-- Returns, for `backfill revert`, whether the key was there (as JSON null) before, and
+-- md5 of what we wrote. `before` reads the rows lock_rows has just locked: current.
 WITH patch AS (
     SELECT p.run_id, p.records
     FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(run_id text, records jsonb)
+), before AS (
+    SELECT r.id, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END AS prior
+    FROM runs AS r JOIN patch AS p ON p.run_id = r.run_id
 )
 UPDATE runs AS r
 SET data = r.data || jsonb_build_object('feedback_records', p.records)
-FROM patch AS p
-WHERE r.run_id = p.run_id
+FROM patch AS p, before AS b
+WHERE r.run_id = p.run_id AND b.id = r.id
   AND jsonb_typeof(r.data) = 'object'
   AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-RETURNING r.run_id;
+RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
+
+-- walk_refetch --
+-- `backfill run --refetch`: the next batch of rows of the window already examined (done or
+-- no feedback) and not refetched since %(refetch_since)s, in keyset order (run_date, id).
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
+       r.data -> 'feedback_stats' AS feedback_stats
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.state IN ('done', 'no_feedback')
+  AND s.updated_at < %(refetch_since)s
+  AND (r.run_date, r.id) > (%(after_date)s::date, %(after_id)s::integer)
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+ORDER BY r.run_date, r.id
+LIMIT %(batch_size)s;
+
+-- patch_refetch --
+-- Replace feedback_records in place, only where they are still the ones we wrote (md5 as
+-- recorded) or absent/null: records the extractor wrote itself are never overwritten.
+WITH patch AS (
+    SELECT p.run_id, p.records
+    FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(run_id text, records jsonb)
+), before AS (
+    SELECT r.id, md5((r.data -> 'feedback_records')::text) AS current_md5,
+           COALESCE(s.prior, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END) AS prior,
+           s.records_md5
+    FROM runs AS r JOIN patch AS p ON p.run_id = r.run_id
+    LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+)
+UPDATE runs AS r
+SET data = r.data || jsonb_build_object('feedback_records', p.records)
+FROM patch AS p, before AS b
+WHERE r.run_id = p.run_id AND b.id = r.id
+  AND jsonb_typeof(r.data) = 'object'
+  AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+       OR b.current_md5 = b.records_md5)
+RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
 
 -- checkpoint --
 -- Record what the batch found for each run; attempts counts examinations.
 INSERT INTO feedback_backfill_status AS s
-    (run_id, run_date, state, reason, attempts, records, stats_count, last_error, invocation_id)
-SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.stats_count, c.last_error, %(invocation_id)s
+    (run_id, run_date, state, reason, attempts, records, stats_count, prior, records_md5,
+     last_error, invocation_id)
+SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.stats_count, c.prior, c.records_md5,
+       c.last_error, %(invocation_id)s
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS c(run_id text, run_date date, state text, reason text, records bigint, stats_count bigint,
-          last_error text)
+          prior text, records_md5 text, last_error text)
 ON CONFLICT (run_id) DO UPDATE
 SET run_date = EXCLUDED.run_date,
     state = EXCLUDED.state,
@@ -91,6 +157,9 @@ SET run_date = EXCLUDED.run_date,
     attempts = s.attempts + 1,
     records = EXCLUDED.records,
     stats_count = EXCLUDED.stats_count,
+    -- the ledger of what we wrote survives a later failed or refetched examination
+    prior = COALESCE(EXCLUDED.prior, s.prior),
+    records_md5 = COALESCE(EXCLUDED.records_md5, s.records_md5),
     last_error = EXCLUDED.last_error,
     invocation_id = EXCLUDED.invocation_id,
     updated_at = now();
@@ -199,3 +268,73 @@ SELECT (SELECT l.pid
           AND ((l.classid::bigint << 32) | l.objid::bigint) = %(lock_key)s
         LIMIT 1) AS runner_pid,
        now() AS as_of;
+
+-- =====================================================================================
+-- Operations (backfill/operations.py): verify, retry, reset, revert.
+-- =====================================================================================
+
+-- ledger_days --
+-- The run_dates of the window that hold checkpoint rows (revert and reset work a day at a
+-- time, so that each transaction stays short on a large table).
+SELECT DISTINCT s.run_date
+FROM feedback_backfill_status AS s
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+ORDER BY s.run_date;
+
+-- revert_count --
+-- How many rows of the window still hold the feedback_records we wrote (what revert undoes).
+SELECT count(*) AS rows
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.records_md5 IS NOT NULL
+  AND md5((r.data -> 'feedback_records')::text) = s.records_md5;
+
+-- revert_day --
+-- Restore each row of a day that still holds our records to what it was: key absent, or
+-- JSON null as older extractors wrote it. Records someone else wrote (md5 differs) stay.
+UPDATE runs AS r
+SET data = CASE WHEN s.prior = 'null' THEN jsonb_set(r.data, '{feedback_records}', 'null'::jsonb)
+                ELSE r.data - 'feedback_records' END
+FROM feedback_backfill_status AS s
+WHERE s.run_id = r.run_id
+  AND s.run_date = %(day)s
+  AND s.records_md5 IS NOT NULL
+  AND md5((r.data -> 'feedback_records')::text) = s.records_md5
+RETURNING r.run_id;
+
+-- forget_day --
+-- Forget the checkpoint of a day; with %(keep_ledger)s, keep the rows of runs whose records
+-- we wrote (reset keeps them, so that revert still knows what is ours).
+DELETE FROM feedback_backfill_status AS s
+WHERE s.run_date = %(day)s
+  AND NOT (%(keep_ledger)s AND s.records_md5 IS NOT NULL);
+
+-- reset_count --
+-- How many checkpoint rows `backfill reset` would forget in the window.
+SELECT count(*) AS rows
+FROM feedback_backfill_status AS s
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.records_md5 IS NULL;
+
+-- retry_failed --
+-- Give failed runs of the window their attempts back, so that the next run tries them again.
+UPDATE feedback_backfill_status AS s
+SET attempts = 0, updated_at = now()
+WHERE s.state = 'failed'
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (%(reason)s::text IS NULL OR s.reason = %(reason)s::text)
+RETURNING s.run_id;
+
+-- verify_sample --
+-- Enriched runs of the window whose records are still ours, at random (all when no sample).
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
+       r.data -> 'feedback_stats' AS feedback_stats, r.data -> 'feedback_records' AS stored
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.records_md5 IS NOT NULL
+  AND md5((r.data -> 'feedback_records')::text) = s.records_md5
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+ORDER BY random()
+LIMIT %(sample)s;

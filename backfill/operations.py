@@ -1,0 +1,204 @@
+"""After the first run: verify against the API, retry failures, reset, and revert exactly."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import db
+from .config import Database, LangSmith, Window
+from .errors import AlreadyRunning, UsageError
+from .feedback import DONE, decide
+from .runner import RunSummary, _Row, _fetch_isolating, write
+from .source import FeedbackSource
+
+
+@dataclass
+class Drift:
+    """How a run's stored records differ from what the API returns now."""
+
+    run_id: str
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.added or self.changed or self.deleted or self.error)
+
+    def line(self) -> str:
+        if self.error:
+            return f"{self.run_id}  not verified: {self.error}"
+        return (
+            f"{self.run_id}  {len(self.added)} added, {len(self.changed)} changed, "
+            f"{len(self.deleted)} deleted since stored"
+        )
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    drifts: list[Drift] = field(default_factory=list)
+    fixed: int = 0
+    api_requests: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0 no drift (or all fixed), 3 drift found and left."""
+        return 3 if len(self.drifts) > self.fixed else 0
+
+    def lines(self) -> list[str]:
+        out = [d.line() for d in self.drifts]
+        totals = [sum(len(getattr(d, k)) for d in self.drifts) for k in ("added", "changed", "deleted")]
+        out.append(
+            f"verified {self.checked} enriched run(s) against LangSmith: {len(self.drifts)} drifted"
+            f" ({totals[0]} records added, {totals[1]} changed, {totals[2]} deleted since stored);"
+            f" {self.fixed} re-patched; {self.api_requests} API request(s)"
+        )
+        return out
+
+
+def _key(record: dict[str, Any]) -> str:
+    return str(record.get("id"))
+
+
+def compare(run_id: str, stored: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> Drift:
+    """Records by id: added (new in the API), changed (different JSON), deleted (gone)."""
+    old = {_key(r): r for r in stored}
+    new = {_key(r): r for r in fresh}
+    return Drift(
+        run_id,
+        added=sorted(set(new) - set(old)),
+        deleted=sorted(set(old) - set(new)),
+        changed=sorted(k for k in set(old) & set(new) if _canon(old[k]) != _canon(new[k])),
+    )
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def verify(
+    database: Database,
+    langsmith: LangSmith,
+    window: Window,
+    *,
+    sample: int | None = 100,
+    fix: bool = False,
+    batch_size: int = 100,
+    delay_ms: int = 1000,
+    stop: threading.Event | None = None,
+) -> VerifyReport:
+    """Re-fetch ``sample`` random enriched runs (all when None) and compare with what is stored."""
+    if sample is not None and sample < 1:
+        raise UsageError("--sample must be 1 or more")
+    report = VerifyReport()
+    gw = db.connect(database)
+    source = FeedbackSource(langsmith, delay_ms=delay_ms, stop=stop or threading.Event())
+    try:
+        gw.require_schema()
+        if fix and not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
+            raise AlreadyRunning()
+        params = {
+            "since": window.since,
+            "until": window.until,
+            "projects": list(window.projects) or None,
+            "sample": sample,
+        }
+        rows = gw.execute("verify_sample", params)
+        gw.commit()
+        report.checked = len(rows)
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            fetched = _fetch_isolating(source, [r["run_id"] for r in chunk])
+            drifted: list[_Row] = []
+            outcomes = {}
+            for r in chunk:
+                got = fetched[r["run_id"]]
+                if isinstance(got, str):
+                    report.drifts.append(Drift(r["run_id"], error=got))
+                    continue
+                drift = compare(r["run_id"], r["stored"] or [], got)
+                if drift.drifted:
+                    report.drifts.append(drift)
+                    row = _Row(r["id"], r["run_id"], r["run_date"], r["data_type"], r["feedback_stats"])
+                    outcome = decide(got, r["feedback_stats"])
+                    if outcome.state == DONE:
+                        drifted.append(row)
+                        outcomes[r["run_id"]] = outcome
+            if fix and drifted:
+                summary = RunSummary()
+                write(gw, drifted, outcomes, summary, refetch=True)
+                report.fixed += summary.enriched
+        report.api_requests = source.requests
+        return report
+    finally:
+        source.close()
+        gw.close()
+
+
+@dataclass
+class Change:
+    """What retry, reset or revert did (or would do, with dry_run)."""
+
+    rows: int
+    checkpoints: int = 0
+    dry_run: bool = False
+
+
+def retry(database: Database, window: Window, reason: str | None = None) -> Change:
+    """Give failed runs their attempts back: the next `backfill run` tries them again."""
+    gw = db.connect(database)
+    try:
+        gw.require_schema()
+        with gw.transaction():
+            done = gw.execute("retry_failed", {"since": window.since, "until": window.until, "reason": reason})
+        return Change(len(done))
+    finally:
+        gw.close()
+
+
+def _by_day(database: Database, window: Window, dry_run: bool, count: str, keep_ledger: bool, revert: bool) -> Change:
+    gw = db.connect(database)
+    try:
+        gw.require_schema()
+        params = {"since": window.since, "until": window.until}
+        if dry_run:
+            n = gw.one(count, params)["rows"]
+            gw.commit()
+            return Change(n, dry_run=True)
+        # Under the runner lock: a concurrent `backfill run` would re-patch what we remove.
+        if not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
+            raise AlreadyRunning()
+        days = [r["run_date"] for r in gw.execute("ledger_days", params)]
+        gw.commit()
+        change = Change(0)
+        for day in days:  # one short transaction per day
+            with gw.transaction():
+                if revert:
+                    change.rows += len(gw.execute("revert_day", {"day": day}))
+                change.checkpoints += gw.rowcount("forget_day", {"day": day, "keep_ledger": keep_ledger})
+        if not revert:
+            change.rows = change.checkpoints
+        return change
+    finally:
+        gw.close()
+
+
+def reset(database: Database, window: Window, dry_run: bool = False) -> Change:
+    """Forget the checkpoint of the window (no feedback, failed, invalid): examine them again.
+
+    The rows of runs whose feedback_records we wrote are kept: they are the ledger revert needs.
+    """
+    return _by_day(database, window, dry_run, "reset_count", keep_ledger=True, revert=False)
+
+
+def revert(database: Database, window: Window, dry_run: bool = False) -> Change:
+    """Remove exactly the feedback_records the backfill added, and the window's checkpoint."""
+    return _by_day(database, window, dry_run, "revert_count", keep_ledger=False, revert=True)
+
+
+__all__ = ["Change", "Drift", "VerifyReport", "compare", "reset", "retry", "revert", "verify"]
