@@ -90,12 +90,12 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show(f"  archive: {rows} runs over 20 days in `runs`, feedback_stats with empty values, app alembic_version 9405a9ff216f")
         show(f"  DATABASE_URL={url}")
         show(f"  LANGSMITH_ENDPOINT={endpoint}")
-        show()
+        show("")
         show("$ alembic upgrade head")
         database = Database(url)
         migrate.upgrade(database)
         show("  feedback_backfill_status, feedback_backfill_invocations, 3 indexes built CONCURRENTLY")
-        show()
+        show("")
         show(f"$ backfill run --since 14d --delay-ms {DEMO_DELAY_MS}")
         show(f"  (the spec's 1000 ms between API requests is shortened to {DEMO_DELAY_MS} ms for the demo)")
         summary = run(
@@ -106,13 +106,13 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         )
         for line in summary.lines():
             show(line)
-        show()
+        show("")
         show("$ backfill status --since 14d")
         _show_status(database, show)
-        show()
+        show("")
         _show_example(url, show)
         elapsed = time.monotonic() - started
-        show()
+        show("")
         show(f"demo finished in {elapsed:.1f}s")
         if keep:
             show("--keep: both servers are still running; explore with psql and the other commands:")

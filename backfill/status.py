@@ -66,7 +66,9 @@ from .config import Database, Window
 from .runner import RunOptions
 
 #: Defaults of `backfill run`, for the figures that need a run's parameters before any run.
-RUN_DEFAULTS = {f.name: f.default for f in fields(RunOptions)}
+RUN_DEFAULTS: dict[str, int] = {
+    f.name: f.default for f in fields(RunOptions) if isinstance(f.default, int) and not isinstance(f.default, bool)
+}
 #: The spec's alert thresholds.
 CRITICAL_FAILURE_RATE = 0.05
 WARNING_THROUGHPUT_RATIO = 2 / 3
