@@ -19,10 +19,11 @@ import socket
 import struct
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,13 +48,18 @@ INFO = {
 
 @dataclass(frozen=True)
 class RequestLog:
-    """One request as received, and the status answered (None: connection reset)."""
+    """One request as received, and the status answered (None: connection reset).
+
+    ``at`` is ``time.monotonic()`` when the request was received, before any injected
+    latency or stall: the list is in answer order, sort by ``at`` for arrival order.
+    """
 
     method: str
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
     status: int | None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,10 @@ class FakeLangSmith:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def records_of(self, run_id: str) -> list[dict[str, Any]]:
+        """The records GET /feedback serves for ``run_id`` when no fault is injected."""
+        return self._records_of(_canonical(run_id))
+
     def feedback_requests(self) -> list[RequestLog]:
         """The GET /feedback requests received so far."""
         with self._lock:
@@ -283,6 +293,7 @@ class FakeLangSmith:
         return override if override is not None else self._feedback(run_id)
 
     def _handle(self, h: _Handler) -> None:
+        received = time.monotonic()
         parts = urlsplit(h.path)
         path = parts.path.rstrip("/") or "/"
         if path.startswith("/api/v1/"):
@@ -305,24 +316,30 @@ class FakeLangSmith:
         except _Answer as answer:
             status, body, extra = answer.status, answer.body, answer.headers
         except _Reset:
-            self._log(h.command, path, query, headers, None)
+            self._log(h.command, path, query, headers, None, received)
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             with self._lock:
                 self._reset_socks.add(h.connection)
             h.close_connection = True
             return
         # Log before answering: a caller that checks ``requests`` right after its call returns sees it.
-        self._log(h.command, path, query, headers, status)
+        self._log(h.command, path, query, headers, status, received)
         try:
             h.send_body(status, body.encode(), extra)
         except OSError:
             h.close_connection = True  # the client went away (e.g. its read timeout fired)
 
     def _log(
-        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], status: int | None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        status: int | None,
+        at: float,
     ) -> None:
         with self._lock:
-            self.requests.append(RequestLog(method, path, query, headers, status))
+            self.requests.append(RequestLog(method, path, query, headers, status, at))
 
     def _take(self) -> tuple[float, bool, _Failure | None]:
         with self._lock:

@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 from langsmith import Client
+from requests import Response
 from urllib3.util.retry import Retry
 
 from .config import LangSmith
@@ -58,7 +59,13 @@ def canonical_run_id(run_id: str) -> str | None:
 
 @dataclass
 class Pacer:
-    """At least ``delay_s`` between the starts of two requests, across pages and retries."""
+    """At least ``delay_s`` between two requests as the API receives them, pages and retries included.
+
+    The interval is counted from the end of the previous request (its answer or its failure),
+    not from its start: the API may receive a request at any moment until it answers (a new
+    connection's TCP/TLS handshake delays the first request and every retry after a reset),
+    so counting from the start would let the next request arrive less than ``delay_s`` later.
+    """
 
     delay_s: float
     stop: threading.Event
@@ -75,6 +82,9 @@ class Pacer:
             self.sleep(self._last + self.delay_s - time.monotonic())
         elif self.stop.is_set():
             raise Interrupted()
+
+    def finished(self) -> None:
+        """The request just made has ended: the next one waits ``delay_s`` from now."""
         self._last = time.monotonic()
 
 
@@ -148,13 +158,7 @@ class FeedbackSource:
             self.pacer.wait_turn()
             self.requests += 1
             try:
-                response = self.client.request_with_retries(
-                    "GET",
-                    "/feedback",
-                    params={"run": run_ids, "limit": PAGE_LIMIT, "offset": offset},
-                    stop_after_attempt=1,
-                )
-                body = response.json()
+                body = self._get(run_ids, offset).json()
                 if not isinstance(body, list):
                     raise ValueError("not a JSON array")
                 return body
@@ -175,6 +179,18 @@ class FeedbackSource:
                         " stopped, nothing of the current batch was marked"
                     ) from None
                 self.pacer.sleep(retry_after if retry_after is not None else self._backoff(failures))
+
+    def _get(self, run_ids: list[str], offset: int) -> Response:
+        """One GET /feedback, through the client (its auth and workspace headers, its session)."""
+        try:
+            return self.client.request_with_retries(
+                "GET",
+                "/feedback",
+                params={"run": run_ids, "limit": PAGE_LIMIT, "offset": offset},
+                stop_after_attempt=1,
+            )
+        finally:
+            self.pacer.finished()
 
     def _backoff(self, failures: int) -> float:
         """Exponential backoff with jitter: base * 2^(n-1), times a random factor in [0.5, 1)."""
