@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from alembic import context
 from backfill.config import Database
 from backfill.errors import BackfillError, redact
 

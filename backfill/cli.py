@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Backfill LangSmith feedback records into the PostgreSQL archive of runs.",
 )
 
-EPILOG_RUN = """Example: DATABASE_URL=postgresql://backfill@db/archive LANGSMITH_API_KEY=lsv2_... backfill run --since 14d
+EPILOG_RUN = """Example: backfill run --since 14d   (with DATABASE_URL and LANGSMITH_API_KEY set)
 
 Exit codes: 0 all done, 3 finished but some rows failed, 1 error, 2 usage, 130/143 interrupted (re-run to resume)."""
 
@@ -37,10 +37,13 @@ Until = Annotated[str | None, typer.Option(help="End of the window (exclusive da
 Projects = Annotated[list[str] | None, typer.Option("--project", help="Only this project (repeatable).")]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option(envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db"),
+    typer.Option(
+        envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db"
+    ),
 ]
 ApiKey = Annotated[
-    str | None, typer.Option(envvar="LANGSMITH_API_KEY", show_envvar=True, show_default=False, help="LangSmith API key.")
+    str | None,
+    typer.Option(envvar="LANGSMITH_API_KEY", show_envvar=True, show_default=False, help="LangSmith API key."),
 ]
 Endpoint = Annotated[str | None, typer.Option(envvar="LANGSMITH_ENDPOINT", show_envvar=True, help="LangSmith API URL.")]
 WorkspaceId = Annotated[
@@ -87,7 +90,9 @@ def run_command(
     delay_ms: DelayMs = 1000,
     max_attempts: Annotated[int, typer.Option(help="Attempts per run before a failed run is left alone.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Examine at most this many rows.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count and list what would be done; no API call, no write.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count and list what would be done; no API call, no write.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
@@ -95,7 +100,8 @@ def run_command(
     workspace_id: WorkspaceId = None,
     timeout: Timeout = 30.0,
     refetch: Annotated[
-        bool, typer.Option("--refetch", help="Refresh rows already examined: replace the records we stored (resumable).")
+        bool,
+        typer.Option("--refetch", help="Refresh rows already examined: replace the records we stored (resumable)."),
     ] = False,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep enriching new rows, a pass every --interval, until SIGTERM.")
@@ -133,7 +139,9 @@ def run_command(
     for line in summary.lines():
         typer.echo(line, err=True)
     if summary.interrupted_by is not None:
-        typer.echo("interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True)
+        typer.echo(
+            "interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True
+        )
     raise typer.Exit(summary.exit_code)
 
 
@@ -195,7 +203,11 @@ def _window(since: str | None, until: str | None, all_: bool, project: list[str]
     return Window.parse(since, until, project or ())
 
 
-@app.command("verify", epilog="Example: backfill verify --since 14d --sample 200 --fix\n\nExit codes: 0 no drift (or all fixed), 3 drift found, 1 error, 2 usage.")
+@app.command(
+    "verify",
+    epilog="Example: backfill verify --since 14d --sample 200 --fix\n\n"
+    "Exit codes: 0 no drift (or all fixed), 3 drift found, 1 error, 2 usage.",
+)
 def verify_command(
     ctx: typer.Context,
     since: Since = "14d",
@@ -203,7 +215,9 @@ def verify_command(
     project: Projects = None,
     sample: Annotated[int | None, typer.Option(help="Runs to check at random (default 100).")] = 100,
     all_runs: Annotated[bool, typer.Option("--all-runs", help="Check every enriched run of the window.")] = False,
-    fix: Annotated[bool, typer.Option("--fix", help="Re-patch drifted runs with the API's records, atomically.")] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Re-patch drifted runs with the API's records, atomically.")
+    ] = False,
     delay_ms: DelayMs = 1000,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
@@ -305,12 +319,14 @@ def revert_command(
 
 @app.command(
     "demo",
-    epilog="Example: backfill demo --keep   (then: psql \"$DATABASE_URL\", backfill status, ...)",
+    epilog='Example: backfill demo --keep   (then: psql "$DATABASE_URL", backfill status, ...)',
 )
 def demo_command(
     ctx: typer.Context,
     rows: Annotated[int, typer.Option(help="Synthetic runs to archive (over 20 days).")] = 3000,
-    keep: Annotated[bool, typer.Option("--keep", help="Leave both servers running and print how to reach and stop them.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave both servers running and print how to reach and stop them.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run the DBA's workflow on a throwaway PostgreSQL and the fake LangSmith."""
@@ -338,6 +354,8 @@ def main() -> None:
         if "--debug" in sys.argv:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"backfill: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"backfill: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -43,9 +43,7 @@ class Database:
         url = url if url is not None else os.environ.get("DATABASE_URL")
         if url:
             if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
-                raise ConfigError(
-                    "DATABASE_URL must look like postgresql://user:password@host:port/dbname"
-                )
+                raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/dbname")
             # psycopg speaks plain libpq URLs; accept SQLAlchemy's driver suffix too.
             return cls(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url))
         if any(os.environ.get(v) for v in PG_ENV):
@@ -116,7 +114,7 @@ class Window:
         ``run_date`` is a date, so ``36h`` selects the dates the last 36 hours touch.
         ``--until`` is exclusive when a date is given; the default includes today.
         """
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         today = today or now.date()
         start = _parse_point(since, "--since", now, today)
         end = _parse_point(until, "--until", now, today) if until else today + dt.timedelta(days=1)

@@ -47,13 +47,13 @@ class Gateway:
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a named query; return its rows (empty for statements without any)."""
         with wrap_exceptions(self.database):
-            cur = self.conn.execute(QUERIES[name], params or {})  # type: ignore[arg-type]
+            cur = self.conn.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
 
     def rowcount(self, name: str, params: dict[str, Any] | None = None) -> int:
         """Run a named statement; return how many rows it affected."""
         with wrap_exceptions(self.database):
-            return self.conn.execute(QUERIES[name], params or {}).rowcount  # type: ignore[arg-type]
+            return self.conn.execute(QUERIES[name], params or {}).rowcount
 
     def one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         rows = self.execute(name, params)

@@ -50,7 +50,7 @@ def _say(text: str = "") -> None:
 
 def build_archive(url: str, rows: int, days: int = 20, today: dt.date | None = None) -> None:
     """The app's schema, its alembic_version and ``rows`` synthetic runs over ``days`` days."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     with psycopg.connect(url) as conn:
         conn.execute(app_schema().encode())
         with conn.cursor().copy("COPY runs (run_id, trace_id, project, run_date, data) FROM STDIN") as copy:
@@ -64,7 +64,9 @@ def build_archive(url: str, rows: int, days: int = 20, today: dt.date | None = N
 def _start_fake(port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "backfill.fake_langsmith", "--port", str(port), "--api-key", DEMO_KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     if not proc.stdout.readline():
@@ -87,7 +89,10 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         fake = _start_fake(port)
         endpoint = f"http://127.0.0.1:{port}"
         build_archive(url, rows)
-        show(f"  archive: {rows} runs over 20 days in `runs`, feedback_stats with empty values, app alembic_version 9405a9ff216f")
+        show(
+            f"  archive: {rows} runs over 20 days in `runs`, feedback_stats with empty values,"
+            " the app's alembic_version 9405a9ff216f"
+        )
         show(f"  DATABASE_URL={url}")
         show(f"  LANGSMITH_ENDPOINT={endpoint}")
         show("")
@@ -151,5 +156,7 @@ def _show_example(url: str, show: Callable[[str], None]) -> None:
     for line in json.dumps(stats["final_verdict"], indent=2).splitlines():
         show("    " + line)
     show("  after:  data->'feedback_records'->0 (verdict and rationale, exactly as the API returned it)")
-    for line in json.dumps({k: record[k] for k in ("key", "score", "value", "comment", "created_at")}, indent=2).splitlines():
+    for line in json.dumps(
+        {k: record[k] for k in ("key", "score", "value", "comment", "created_at")}, indent=2
+    ).splitlines():
         show("    " + line)

@@ -78,10 +78,19 @@ class EmbeddedPostgres:
         try:
             if os.geteuid() == 0:
                 shutil.chown(root, user=RUN_AS)
-            pg._run(str(bindir / "initdb"), "-D", str(pg.datadir), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync")
             pg._run(
-                str(bindir / "pg_ctl"), "-D", str(pg.datadir), "-l", str(root / "postgres.log"), "-w", "start",
-                "-o", f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                str(bindir / "initdb"), "-D", str(pg.datadir), "-U", pg.user, "--auth=trust", "-E", "UTF8", "--no-sync"
+            )
+            pg._run(
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(pg.datadir),
+                "-l",
+                str(root / "postgres.log"),
+                "-w",
+                "start",
+                "-o",
+                f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
             )
         except BaseException:  # Ctrl-C during initdb included: leave nothing behind
             pg.stop()
@@ -95,6 +104,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         subprocess.run(
             self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"),
-            capture_output=True, cwd="/",
+            capture_output=True,
+            cwd="/",
         )
         shutil.rmtree(self.root, ignore_errors=True)

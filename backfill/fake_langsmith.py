@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._track(self.connection, add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and the demo own stderr
 
     def do_GET(self) -> None:
@@ -195,12 +195,10 @@ class FakeLangSmith:
         server.owner = self
         self._server = server
         host, port = server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://{host!s}:{port}"
         self._stopping.clear()
         # A short poll interval makes stop() (server.shutdown) return quickly.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fake-langsmith", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-langsmith", daemon=True)
         self._thread.start()
         return self
 

@@ -56,8 +56,8 @@ def _created(record: dict[str, Any]) -> tuple[int, dt.datetime | str, str]:
     try:
         when = dt.datetime.fromisoformat(raw)
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
-        return (1, when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(), str(record.get("id")))
+            when = when.replace(tzinfo=dt.UTC)
+        return (1, when.astimezone(dt.UTC).replace(tzinfo=None).isoformat(), str(record.get("id")))
     except ValueError:
         return (2, raw, str(record.get("id")))
 

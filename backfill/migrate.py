@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool
+
+from alembic import command
 
 from .config import Database
 from .errors import ConfigError

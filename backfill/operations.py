@@ -11,7 +11,7 @@ from . import db
 from .config import Database, LangSmith, Window
 from .errors import AlreadyRunning, UsageError
 from .feedback import DONE, decide
-from .runner import RunSummary, _Row, _fetch_isolating, write
+from .runner import RunSummary, _fetch_isolating, _Row, write
 from .source import FeedbackSource
 
 

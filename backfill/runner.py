@@ -182,10 +182,13 @@ def follow(
             opts = replace(options, window=Window.parse(since, until, options.window.projects))
             try:
                 summary = run(database, langsmith, opts, stop=event, err=err)
-                print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
-                      file=err, flush=True)
+                print(
+                    f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
+                    file=err,
+                    flush=True,
+                )
             except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
-                print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
+                print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
             if event.wait(interval_s):
                 break
     print("follow: stopped cleanly", file=err, flush=True)
@@ -338,7 +341,12 @@ def _locked_run(
 
 
 def _finish(
-    gw: db.Gateway, summary: RunSummary, source: FeedbackSource, counted: tuple[int, int], outcome: str, message: str | None
+    gw: db.Gateway,
+    summary: RunSummary,
+    source: FeedbackSource,
+    counted: tuple[int, int],
+    outcome: str,
+    message: str | None,
 ) -> None:
     summary.api_requests, summary.api_errors = source.requests, source.errors
     # The connection may be gone (that may be why we are here): then the invocation row

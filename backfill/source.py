@@ -127,7 +127,8 @@ class FeedbackSource:
 
     def fetch(self, run_ids: list[str]) -> Fetched:
         """All records of these runs, following ``offset`` pages until a short page."""
-        wanted = {canonical_run_id(r): r for r in run_ids}
+        # callers pass valid ids only (invalid ones are recorded without asking the API)
+        wanted = {canonical_run_id(r) or r: r for r in run_ids}
         asked = list(wanted)
         out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
         seen: set[Any] = set()
@@ -138,7 +139,7 @@ class FeedbackSource:
             for rec in page:
                 if not isinstance(rec, dict):
                     raise BatchFailed("malformed answer: a feedback record is not a JSON object")
-                owner = wanted.get(canonical_run_id(str(rec.get("run_id"))))
+                owner = wanted.get(canonical_run_id(str(rec.get("run_id"))) or "")
                 if owner is None:
                     result.stray += 1
                     continue
@@ -167,8 +168,10 @@ class FeedbackSource:
                 kind, detail, retry_after = classify(exc)
                 failures += 1
                 if kind == "auth":
-                    raise ApiAuthError(f"LangSmith refused the API key ({detail}): check LANGSMITH_API_KEY"
-                                       " and LANGSMITH_WORKSPACE_ID; no row was marked") from None
+                    raise ApiAuthError(
+                        f"LangSmith refused the API key ({detail}): check LANGSMITH_API_KEY"
+                        " and LANGSMITH_WORKSPACE_ID; no row was marked"
+                    ) from None
                 if kind == "batch" and failures >= 2:
                     raise BatchFailed(detail) from None
                 if failures >= self.max_retries:
@@ -254,5 +257,5 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())

@@ -340,8 +340,7 @@ class StatusReport:
                 if run.state == "running"
                 else f"    started {_ts(run.started_at)}, ran {_duration(run.elapsed.total_seconds())}"
                 + ("" if run.finished_at else " up to its last heartbeat"),
-                f"    examined {run.rows_examined:,} rows: {rate} rows/s;"
-                f" {run.records_stored:,} records stored",
+                f"    examined {run.rows_examined:,} rows: {rate} rows/s; {run.records_stored:,} records stored",
                 f"    API {run.api_requests:,} requests, {run.api_errors:,} failed"
                 f" ({_pct(run.api_error_rate)} error rate)",
             ]
@@ -356,8 +355,7 @@ class StatusReport:
             )
             out += [
                 f"  ETA for {eta.pending:,} pending rows: {at}",
-                f"    floor {_duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms}"
-                f" --batch-size {eta.batch_size}",
+                f"    floor {_duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms} --batch-size {eta.batch_size}",
             ]
         else:
             out.append("  ETA: no pending rows")
@@ -433,8 +431,7 @@ class StatusReport:
                 for d in self.days
             ],
             "alerts": [
-                {"level": a.level, "name": a.name, "value": a.value, "threshold": a.threshold}
-                for a in self.alerts
+                {"level": a.level, "name": a.name, "value": a.value, "threshold": a.threshold} for a in self.alerts
             ],
             "status": self.status,
             "exit_code": self.exit_code,
@@ -499,7 +496,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
     finally:
         gw.close()
     as_of: dt.datetime = lock["as_of"]
-    totals, failures, days = _tally(per_day, checkpoint, as_of.astimezone(dt.timezone.utc).date())
+    totals, failures, days = _tally(per_day, checkpoint, as_of.astimezone(dt.UTC).date())
     eta = Eta(
         pending=totals.pending,
         rows_per_s=last.rows_per_s if last else None,
@@ -664,7 +661,7 @@ def _total(label: str, value: int, note: str = "") -> str:
 def _ts(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _duration(seconds: float | None) -> str:

@@ -24,7 +24,7 @@ RATIONALE_KEYS = (
     "decision_factor_1",
     "decision_factor_2",
 )
-_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 _WORDS = "the agent answered question with a verdict rationale of criteria and decision factors".split()
 
 
@@ -43,7 +43,7 @@ def _uuid(*parts: str) -> str:
 
 
 def _iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def run_id_for(n: int, seed: str = "demo") -> str:
@@ -122,15 +122,13 @@ def _padding(run_id: str, length: int) -> str:
     return (chunk * (length // len(chunk) + 1))[:length]
 
 
-def run_document(
-    run_id: str, trace_id: str, project: str, run_date: dt.date, size_bytes: int = 0
-) -> dict[str, Any]:
+def run_document(run_id: str, trace_id: str, project: str, run_date: dt.date, size_bytes: int = 0) -> dict[str, Any]:
     """An archived run as the extractor left it: ``feedback_stats`` but no ``feedback_records``.
 
     With ``size_bytes > 0``, ``outputs["padding"]`` makes ``json.dumps(doc)`` about that long.
     """
     rng = _rng(run_id, "run")
-    start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.timezone.utc) + dt.timedelta(
+    start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC) + dt.timedelta(
         seconds=rng.randrange(86400), microseconds=rng.randrange(10**6)
     )
     end = start + dt.timedelta(milliseconds=rng.randrange(200, 120_000))

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from backfill import synthetic
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 
 
 def seed(
@@ -38,12 +38,16 @@ def seed(
 
 def insert(conn: psycopg.Connection, doc: Any, **columns: Any) -> None:
     """Insert one row as the extractor does (columns mirror the document unless given)."""
-    cols = {
-        "run_id": doc["run_id"],
-        "trace_id": doc["trace_id"],
-        "project": doc["project"],
-        "run_date": doc["run_date"],
-    } if isinstance(doc, dict) else {}
+    cols = (
+        {
+            "run_id": doc["run_id"],
+            "trace_id": doc["trace_id"],
+            "project": doc["project"],
+            "run_date": doc["run_date"],
+        }
+        if isinstance(doc, dict)
+        else {}
+    )
     cols.update(columns)
     conn.execute(
         "INSERT INTO runs (run_id, trace_id, project, run_date, data)"
@@ -67,9 +71,7 @@ def raw_rows(dsn: str) -> dict[str, str]:
 def status(dsn: str) -> dict[str, dict[str, Any]]:
     """run_id -> checkpoint row (state, reason, attempts, records, last_error)."""
     with psycopg.connect(dsn) as conn:
-        cur = conn.execute(
-            "SELECT run_id, state, reason, attempts, records, last_error FROM feedback_backfill_status"
-        )
+        cur = conn.execute("SELECT run_id, state, reason, attempts, records, last_error FROM feedback_backfill_status")
         return {r[0]: {"state": r[1], "reason": r[2], "attempts": r[3], "records": r[4], "error": r[5]} for r in cur}
 
 

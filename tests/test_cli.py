@@ -21,10 +21,16 @@ def cli():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--since", "yesterday"], "--since must be a duration like 14d, 36h, 2w or a date like 2026-11-15, got 'yesterday'"),
+        (
+            ["--since", "yesterday"],
+            "--since must be a duration like 14d, 36h, 2w or a date like 2026-11-15, got 'yesterday'",
+        ),
         (["--since", "0d"], "--since must be a positive duration like 14d, 36h or 2w, got '0d'"),
         (["--since", "-3d"], "--since must be a positive duration like 14d, 36h or 2w, got '-3d'"),
-        (["--since", "2026-11-10", "--until", "2026-11-01"], "empty window: --until 2026-11-01 is not after --since 2026-11-10"),
+        (
+            ["--since", "2026-11-10", "--until", "2026-11-01"],
+            "empty window: --until 2026-11-01 is not after --since 2026-11-10",
+        ),
         (["--batch-size", "0"], "--batch-size must be between 1 and 1000"),
         (["--delay-ms", "-1"], "--delay-ms must be 0 or more"),
         (["--max-attempts", "0"], "--max-attempts must be 1 or more"),
@@ -57,14 +63,19 @@ def test_unreachable_database_hides_the_password(cli):
     result = cli.invoke(app, ["run", "--dry-run"], env={"DATABASE_URL": url})
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("backfill: error: cannot connect to the database (check DATABASE_URL): ")
+    assert len(lines) == 2 and lines[1].startswith(
+        "backfill: error: cannot connect to the database (check DATABASE_URL): "
+    )
     assert "hunter2-secret" not in result.output + result.stderr
 
 
 def test_malformed_database_url(cli):
     result = cli.invoke(app, ["run", "--dry-run"], env={"DATABASE_URL": "mysql://a:b@c/d"})
     assert result.exit_code == 1
-    assert result.stderr.strip() == "backfill: error: DATABASE_URL must look like postgresql://user:password@host:port/dbname"
+    assert (
+        result.stderr.strip()
+        == "backfill: error: DATABASE_URL must look like postgresql://user:password@host:port/dbname"
+    )
 
 
 def test_missing_api_key(cli, dsn):
@@ -77,7 +88,8 @@ def test_run_prints_a_summary_and_never_the_key(cli, dsn):
     ids = seed(dsn, 12)
     with FakeLangSmith(api_key=KEY) as fake:
         result = cli.invoke(
-            app, ["run", "--delay-ms", "0", "--no-progress"],
+            app,
+            ["run", "--delay-ms", "0", "--no-progress"],
             env={"DATABASE_URL": dsn, "LANGSMITH_API_KEY": KEY, "LANGSMITH_ENDPOINT": fake.url},
         )
     assert result.exit_code == 0, result.stderr
@@ -92,7 +104,8 @@ def test_wrong_key_is_one_line_exit_1(cli, dsn):
     seed(dsn, 3)
     with FakeLangSmith(api_key=KEY) as fake:
         result = cli.invoke(
-            app, ["run", "--delay-ms", "0"],
+            app,
+            ["run", "--delay-ms", "0"],
             env={"DATABASE_URL": dsn, "LANGSMITH_API_KEY": "lsv2_wrong_key_123", "LANGSMITH_ENDPOINT": fake.url},
         )
     assert result.exit_code == 1
@@ -107,7 +120,8 @@ def test_wrong_key_is_one_line_exit_1(cli, dsn):
 def test_unreachable_endpoint(cli, dsn):
     seed(dsn, 3)
     result = cli.invoke(
-        app, ["run", "--delay-ms", "0"],
+        app,
+        ["run", "--delay-ms", "0"],
         env={"DATABASE_URL": dsn, "LANGSMITH_API_KEY": KEY, "LANGSMITH_ENDPOINT": "http://127.0.0.1:9"},
     )
     assert result.exit_code == 1

@@ -28,7 +28,10 @@ def start(dsn: str, fake: FakeLangSmith, *args: str) -> subprocess.Popen[str]:
     }
     return subprocess.Popen(
         [sys.executable, "-m", "backfill", "run", "--delay-ms", "0", "--batch-size", "5", "--no-progress", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -79,7 +82,9 @@ def test_signal_stops_after_the_current_batch_and_resume_completes(dsn, fake, si
     seed(dsn, 200)
     fake.latency_s = 0.05
     proc = start(dsn, fake)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30
+    while not status(dsn) and time.monotonic() < deadline:  # at least one batch committed
+        time.sleep(0.02)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err

@@ -16,7 +16,11 @@ def demo(*args: str, **kw) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LANGSMITH_", "PG"))}
     return subprocess.Popen(
         [sys.executable, "-m", "backfill", "demo", "--no-progress", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kw,
     )
 
 

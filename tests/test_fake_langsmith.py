@@ -69,7 +69,7 @@ def test_feedback_for_run_is_deterministic_and_about_one_third() -> None:
     assert 0.25 <= share <= 0.42
     sizes = Counter(len(fb) for fb in lists)
     assert set(sizes) <= {0, 1, 2, 3} and sizes[1] > sizes[2] + sizes[3] > 0
-    for run_id, fb in zip(ids, lists):
+    for run_id, fb in zip(ids, lists, strict=True):
         assert len({r["created_at"] for r in fb}) == len(fb)
         assert len({r["id"] for r in fb}) == len(fb)
         for i, rec in enumerate(fb):
@@ -148,8 +148,13 @@ def test_wrong_key_is_401(fake: FakeLangSmith) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"run": ["not-a-uuid"]}, {"run": [RUNS[0]], "limit": 0}, {"run": [RUNS[0]], "limit": 101},
-     {"run": [RUNS[0]], "limit": "x"}, {"run": [RUNS[0]], "offset": -1}],
+    [
+        {"run": ["not-a-uuid"]},
+        {"run": [RUNS[0]], "limit": 0},
+        {"run": [RUNS[0]], "limit": 101},
+        {"run": [RUNS[0]], "limit": "x"},
+        {"run": [RUNS[0]], "offset": -1},
+    ],
 )
 def test_invalid_parameters_are_422(fake: FakeLangSmith, params: dict) -> None:
     resp = raw(fake, **params)
@@ -210,7 +215,7 @@ def test_duplicate_across_pages(fake: FakeLangSmith) -> None:
     fake.set_feedback(a, records(a, 5))
     fake.duplicate_across_pages()
     pages = [raw(fake, run=[a], limit=2, offset=o).json() for o in (0, 2, 4, 6, 8)]
-    assert all(later[0] == earlier[-1] for earlier, later in zip(pages, pages[1:]))
+    assert all(later[0] == earlier[-1] for earlier, later in zip(pages, pages[1:], strict=False))
     assert [len(p) for p in pages] == [2, 2, 2, 2, 1]
     # Through the client: every record arrives, the page boundaries twice.
     got = [r["id"] for r in client(fake)._get_paginated_list("/feedback", params={"run": [a], "limit": 2})]
@@ -284,7 +289,9 @@ def test_command_line_runs_until_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "backfill.fake_langsmith", "--port", "0", "--api-key", "K"],
-        cwd=root, stdout=subprocess.PIPE, text=True,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline().strip()

@@ -62,7 +62,7 @@ def go(dsn: str, fake: FakeLangSmith, **opts: Any) -> RunSummary:
 
 def make_records(run_id: str, n: int, **fields: Any) -> list[dict[str, Any]]:
     """``n`` API-shaped records of ``run_id``: distinct ids, increasing created_at."""
-    base = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     return [
         {
             "id": str(uuid.UUID(int=uuid.UUID(run_id).int ^ (i + 1))),
@@ -431,7 +431,10 @@ def cli_env(dsn: str, fake: FakeLangSmith) -> dict[str, str]:
 def start_cli(dsn: str, fake: FakeLangSmith, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "backfill", "run", "--delay-ms", "0", "--batch-size", "10", "--no-progress", *args],
-        env=cli_env(dsn, fake), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env(dsn, fake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -487,11 +490,13 @@ def test_database_connection_killed_inside_the_write_transaction(dsn, fake):
         # the backfill queues behind our row lock in lock_rows, inside its write transaction
         # (polled in autocommit: pg_stat_activity is a snapshot per transaction)
         wait_for(
-            lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'feedback-backfill'"
-                " AND wait_event_type = 'Lock' AND state = 'active'"
-            ).fetchone()[0]
-            == 1
+            lambda: (
+                watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'feedback-backfill'"
+                    " AND wait_event_type = 'Lock' AND state = 'active'"
+                ).fetchone()[0]
+                == 1
+            )
         )
         assert terminate_backfill(dsn) == 1
         _, err = proc.communicate(timeout=30)
@@ -697,7 +702,11 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
         env = {**os.environ, "DATABASE_URL": url, "LANGSMITH_API_KEY": SECRET_KEY, "LANGSMITH_ENDPOINT": endpoint}
         proc = subprocess.run(
             [sys.executable, "-m", "backfill", "run", "--delay-ms", "0", "--no-progress", *args],
-            env=env, capture_output=True, text=True, timeout=30, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         printed.append(proc.stdout + proc.stderr)
         return proc.returncode
@@ -715,8 +724,13 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
         assert run_cli(secret_dsn, ok.url, "--batch-size", "2") == 3
         assert run_cli(secret_dsn.rsplit("/", 1)[0] + "/no_such_db", ok.url) == 1  # cannot connect
     text = "\n".join(printed)
-    for seen in ("refused the API key", "failed 5 times", "examined 10 row(s)", "cannot connect to the database",
-                 "database error: terminating connection"):
+    for seen in (
+        "refused the API key",
+        "failed 5 times",
+        "examined 10 row(s)",
+        "cannot connect to the database",
+        "database error: terminating connection",
+    ):
         assert seen in text
     stored = stored_text(dsn)
     assert "refused the API key" in stored and "API error: HTTP 500" in stored and "completed_with_failures" in stored

@@ -46,7 +46,9 @@ def snapshot(dsn: str) -> dict[str, object]:
                 "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
                 " WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
             ).fetchall(),
-            "indexes": q("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetchall(),
+            "indexes": q(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+            ).fetchall(),
             "runs": q("SELECT id, run_id, data::text, created_at FROM runs ORDER BY id").fetchall(),
             "app_version": q("SELECT version_num FROM alembic_version").fetchall(),
         }
@@ -75,12 +77,15 @@ def test_upgrade_coexists_with_the_app_history_and_downgrade_restores_it(app_dsn
                 " WHERE conrelid = 'feedback_backfill_status'::regclass AND contype = 'c'"
             ).fetchall()
         )
-    assert "'done'::text, 'no_feedback'::text, 'failed'::text, 'invalid'::text" in checks[
-        "feedback_backfill_status_state_check"
-    ]
+    assert (
+        "'done'::text, 'no_feedback'::text, 'failed'::text, 'invalid'::text"
+        in checks["feedback_backfill_status_state_check"]
+    )
     indexes = our_indexes(app_dsn)
     assert set(indexes) == OUR_INDEXES and all(valid for valid, _ in indexes.values())
-    assert "USING gin (((data -> 'feedback_records'::text)) jsonb_path_ops)" in indexes["runs_feedback_records_gin_idx"][1]
+    assert (
+        "USING gin (((data -> 'feedback_records'::text)) jsonb_path_ops)" in indexes["runs_feedback_records_gin_idx"][1]
+    )
     assert "USING gin (((data -> 'feedback_stats'::text)) jsonb_path_ops)" in indexes["runs_feedback_stats_gin_idx"][1]
     assert "(run_date, id) WHERE" in indexes["runs_feedback_pending_idx"][1]
     assert snapshot(app_dsn)["runs"] == before["runs"]
@@ -119,8 +124,13 @@ def test_walker_query_uses_the_partial_index(dsn):
 
     seed(dsn, 50)
     params = {
-        "since": dt.date(2026, 1, 1), "until": dt.date(2027, 1, 1), "projects": None, "max_attempts": 3,
-        "after_date": dt.date(2026, 1, 1), "after_id": 0, "batch_size": 100,
+        "since": dt.date(2026, 1, 1),
+        "until": dt.date(2027, 1, 1),
+        "projects": None,
+        "max_attempts": 3,
+        "after_date": dt.date(2026, 1, 1),
+        "after_id": 0,
+        "batch_size": 100,
     }
     with psycopg.connect(dsn) as conn:
         plan = explain(conn, QUERIES["walk_batch"], params)
@@ -178,8 +188,10 @@ def test_offline_sql_is_reviewable_and_passes_squawk(tmp_path):
     sql = out.stdout
     # every concurrent build is outside a transaction block
     blocks = sql.split("COMMIT;")
-    for stmt in ("CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_records_gin_idx",
-                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_pending_idx"):
+    for stmt in (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_records_gin_idx",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_pending_idx",
+    ):
         (block,) = [b for b in blocks if stmt in b]
         assert "BEGIN;" not in block.split(stmt)[0]
     down = alembic_cli("downgrade", "fb0003:base", "--sql")
@@ -188,9 +200,17 @@ def test_offline_sql_is_reviewable_and_passes_squawk(tmp_path):
         (tmp_path / name).write_text(text)
     squawk = shutil.which("squawk", path=str(Path(sys.executable).parent)) or "squawk"
     lint = subprocess.run(
-        [squawk, "--exclude", ",".join(SQUAWK_IGNORED), str(tmp_path / "upgrade.sql"), str(tmp_path / "downgrade.sql"),
-         str(ROOT / "sql" / "schema.sql")],
-        capture_output=True, text=True, timeout=120,
+        [
+            squawk,
+            "--exclude",
+            ",".join(SQUAWK_IGNORED),
+            str(tmp_path / "upgrade.sql"),
+            str(tmp_path / "downgrade.sql"),
+            str(ROOT / "sql" / "schema.sql"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
@@ -198,7 +218,9 @@ def test_offline_sql_is_reviewable_and_passes_squawk(tmp_path):
 def test_sql_schema_file_is_the_offline_upgrade():
     """sql/schema.sql (for a DBA applying by hand) is exactly `alembic upgrade head --sql`."""
     out = alembic_cli("upgrade", "head", "--sql")
-    assert (ROOT / "sql" / "schema.sql").read_text() == out.stdout, "regenerate: alembic upgrade head --sql > sql/schema.sql"
+    assert (ROOT / "sql" / "schema.sql").read_text() == out.stdout, (
+        "regenerate: alembic upgrade head --sql > sql/schema.sql"
+    )
 
 
 def test_upgrade_does_not_block_writers_and_gives_up_on_old_transactions(app_dsn):

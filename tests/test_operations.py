@@ -89,7 +89,10 @@ def test_refetch_replaces_our_records_and_resumes(dsn, fake):
     again = go(dsn, fake, refetch=True, limit=10, batch_size=10)
     assert again.examined == 10
     with psycopg.connect(dsn) as conn:
-        conn.execute("UPDATE feedback_backfill_invocations SET outcome = 'interrupted' WHERE id = (SELECT max(id) FROM feedback_backfill_invocations)")
+        conn.execute(
+            "UPDATE feedback_backfill_invocations SET outcome = 'interrupted'"
+            " WHERE id = (SELECT max(id) FROM feedback_backfill_invocations)"
+        )
     resumed = go(dsn, fake, refetch=True, batch_size=10)
     assert resumed.examined == 20  # only what the interrupted pass had not done
     # and revert still knows the refetched records are ours
@@ -184,7 +187,8 @@ def test_follow_process_stops_cleanly_on_sigterm(dsn, fake):
     proc = subprocess.Popen(
         [sys.executable, "-m", "backfill", "run", "--follow", "--interval", "1s", "--delay-ms", "0"],
         env={**os.environ, "DATABASE_URL": dsn, "LANGSMITH_API_KEY": KEY, "LANGSMITH_ENDPOINT": fake.url},
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while len(status(dsn)) < 5 and time.monotonic() < deadline:
@@ -200,7 +204,8 @@ def test_analyst_view_one_row_per_record(dsn, fake):
     go(dsn, fake)
     with psycopg.connect(dsn) as conn:
         got = conn.execute(
-            "SELECT run_id, key, score, verdict, created_at IS NOT NULL FROM feedback_records_v ORDER BY run_id, position"
+            "SELECT run_id, key, score, verdict, created_at IS NOT NULL FROM feedback_records_v"
+            " ORDER BY run_id, position"
         ).fetchall()
     want = sorted(
         (r, rec["key"], rec["score"], rec["value"]["verdict"], True) for r in ids for rec in expected_records(r)

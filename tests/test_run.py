@@ -33,7 +33,8 @@ def go(dsn, fake, **opts):
     opts.setdefault("backoff_s", 0.001)
     window = opts.pop("window", None) or Window.parse("14d")
     return backfill.run(
-        Database(dsn), LangSmith(api_key=KEY, endpoint=fake.url, timeout_s=opts.pop("timeout_s", 5.0)),
+        Database(dsn),
+        LangSmith(api_key=KEY, endpoint=fake.url, timeout_s=opts.pop("timeout_s", 5.0)),
         RunOptions(window=window, **opts),
     )
 
@@ -51,7 +52,13 @@ def test_enriches_rows_in_place_and_checkpoints(dsn, fake):
         if expected:
             # only feedback_records was added; every other key is exactly as before
             assert after[run_id] == {**before[run_id], "feedback_records": expected}
-            assert st[run_id] == {"state": "done", "reason": None, "attempts": 1, "records": len(expected), "error": None}
+            assert st[run_id] == {
+                "state": "done",
+                "reason": None,
+                "attempts": 1,
+                "records": len(expected),
+                "error": None,
+            }
         else:
             assert after[run_id] == before[run_id]
             assert st[run_id]["state"] == "no_feedback"
@@ -110,10 +117,22 @@ def test_window_projects_and_null_records(dsn, fake):
 def test_records_are_stored_exactly_as_the_api_returned_them(dsn, fake):
     (rid,) = seed(dsn, 1)
     odd = [
-        {"id": "b", "run_id": rid, "key": "final_verdict", "created_at": "2026-01-02T00:00:00Z",
-         "value": {"verdict": "FAIL", "rationale": {"criteria_a": True}}, "brand_new_field": {"x": [1, 2.5, None]}},
+        {
+            "id": "b",
+            "run_id": rid,
+            "key": "final_verdict",
+            "created_at": "2026-01-02T00:00:00Z",
+            "value": {"verdict": "FAIL", "rationale": {"criteria_a": True}},
+            "brand_new_field": {"x": [1, 2.5, None]},
+        },
         {"id": "a", "run_id": rid, "key": "note", "created_at": None, "modified_at": None, "score": 0.1},
-        {"id": "c", "run_id": rid, "key": "emoji", "created_at": "2026-01-01T00:00:00+00:00", "comment": "\U0001f600 ok"},
+        {
+            "id": "c",
+            "run_id": rid,
+            "key": "emoji",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "comment": "\U0001f600 ok",
+        },
     ]
     fake.set_feedback(rid, odd)
     go(dsn, fake)

@@ -21,7 +21,7 @@ from backfill.status import StatusReport
 
 from .helpers import TODAY, insert
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 DEFAULT_PARAMS = {"batch_size": 100, "delay_ms": 1000, "max_attempts": 3}
 
 
@@ -82,8 +82,15 @@ class Archive:
             " rows_examined, records_stored, api_requests, api_errors)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
-                started, end, end if finished else None, outcome if finished else None,
-                Jsonb(params or DEFAULT_PARAMS), examined, records, api_requests, api_errors,
+                started,
+                end,
+                end if finished else None,
+                outcome if finished else None,
+                Jsonb(params or DEFAULT_PARAMS),
+                examined,
+                records,
+                api_requests,
+                api_errors,
             ),
         ).fetchone()[0]
 
@@ -128,9 +135,14 @@ def scenario(a: Archive) -> None:
     a.invocation(ago_s=3 * 3600, elapsed_s=100, examined=200)  # 2 rows/s
     a.invocation(ago_s=2 * 3600, elapsed_s=100, examined=300)  # 3 rows/s
     a.invocation(  # killed: no finished_at, nobody holds the lock; 1 row/s
-        ago_s=3600, elapsed_s=50, examined=50, finished=False,
+        ago_s=3600,
+        elapsed_s=50,
+        examined=50,
+        finished=False,
         params={"batch_size": 50, "delay_ms": 500, "max_attempts": 3, "since": "x", "until": "y", "projects": []},
-        api_requests=4, api_errors=1, records=9,
+        api_requests=4,
+        api_errors=1,
+        records=9,
     )
 
 
@@ -154,23 +166,65 @@ def test_json_figures(dsn, archive):
     out = as_json(dsn)
     assert out["window"] == {"since": day(13).isoformat(), "until": day(-1).isoformat(), "projects": []}
     assert out["totals"] == {
-        "rows": 27, "examined": 18, "done": 8, "no_feedback": 3, "invalid": 2, "failed": 5, "pending": 9,
-        "records": 11, "promised": 12, "delivered": 7,
-        "coverage": 13 / 27, "feedback_coverage_rate": 7 / 12, "failure_rate": 7 / 18,
+        "rows": 27,
+        "examined": 18,
+        "done": 8,
+        "no_feedback": 3,
+        "invalid": 2,
+        "failed": 5,
+        "pending": 9,
+        "records": 11,
+        "promised": 12,
+        "delivered": 7,
+        "coverage": 13 / 27,
+        "feedback_coverage_rate": 7 / 12,
+        "failure_rate": 7 / 18,
     }
     assert out["failures"] == {
         "max_attempts": 3,
         "reasons": reasons((3, 6, 1), (1, 1, 0), (1, 2, 0), (1, 1, 0), (1, 1, 0)),
     }
     assert out["days"] == [
-        {"run_date": day(13).isoformat(), "total": 2, "done": 2, "no_feedback": 0, "invalid": 0, "failed": 0,
-         "pending": 0, "at_risk": False},
-        {"run_date": day(12).isoformat(), "total": 4, "done": 1, "no_feedback": 0, "invalid": 0, "failed": 1,
-         "pending": 2, "at_risk": True},
-        {"run_date": day(1).isoformat(), "total": 8, "done": 1, "no_feedback": 1, "invalid": 2, "failed": 2,
-         "pending": 2, "at_risk": False},
-        {"run_date": day(0).isoformat(), "total": 13, "done": 4, "no_feedback": 2, "invalid": 0, "failed": 2,
-         "pending": 5, "at_risk": False},
+        {
+            "run_date": day(13).isoformat(),
+            "total": 2,
+            "done": 2,
+            "no_feedback": 0,
+            "invalid": 0,
+            "failed": 0,
+            "pending": 0,
+            "at_risk": False,
+        },
+        {
+            "run_date": day(12).isoformat(),
+            "total": 4,
+            "done": 1,
+            "no_feedback": 0,
+            "invalid": 0,
+            "failed": 1,
+            "pending": 2,
+            "at_risk": True,
+        },
+        {
+            "run_date": day(1).isoformat(),
+            "total": 8,
+            "done": 1,
+            "no_feedback": 1,
+            "invalid": 2,
+            "failed": 2,
+            "pending": 2,
+            "at_risk": False,
+        },
+        {
+            "run_date": day(0).isoformat(),
+            "total": 13,
+            "done": 4,
+            "no_feedback": 2,
+            "invalid": 0,
+            "failed": 2,
+            "pending": 5,
+            "at_risk": False,
+        },
     ]
     runs = out["runs"]
     assert (runs["count"], runs["runner_pid"]) == (3, None)
@@ -178,10 +232,29 @@ def test_json_figures(dsn, archive):
     assert (last["id"], last["state"], last["outcome"], last["finished_at"]) == (3, "unfinished", None, None)
     assert (last["elapsed_ms"], last["rows_examined"], last["rows_per_s"]) == (50_000, 50, 1.0)
     assert (last["api_requests"], last["api_errors"], last["api_error_rate"], last["records_stored"]) == (4, 1, 0.25, 9)
-    assert last["params"] == {"since": "x", "until": "y", "projects": [], "batch_size": 50, "delay_ms": 500, "max_attempts": 3}
+    assert last["params"] == {
+        "since": "x",
+        "until": "y",
+        "projects": [],
+        "batch_size": 50,
+        "delay_ms": 500,
+        "max_attempts": 3,
+    }
     # 9 pending rows at 1 row/s; the pacing floor: one request of 50 ids per 500 ms
-    assert runs["eta"] == {"pending": 9, "rows_per_s": 1.0, "seconds": 9, "floor_seconds": 1, "batch_size": 50, "delay_ms": 500}
-    assert runs["throughput"] == {"last_finished_id": 2, "rows_per_s": 3.0, "baseline_rows_per_s": 2.0, "baseline_runs": 1}
+    assert runs["eta"] == {
+        "pending": 9,
+        "rows_per_s": 1.0,
+        "seconds": 9,
+        "floor_seconds": 1,
+        "batch_size": 50,
+        "delay_ms": 500,
+    }
+    assert runs["throughput"] == {
+        "last_finished_id": 2,
+        "rows_per_s": 3.0,
+        "baseline_rows_per_s": 2.0,
+        "baseline_runs": 1,
+    }
     assert out["alerts"] == [{"level": "CRITICAL", "name": "failure_rate", "value": 7 / 18, "threshold": 0.05}]
     assert (out["status"], out["exit_code"]) == ("CRITICAL", 2)
     assert sorted(out) == ["alerts", "as_of", "days", "exit_code", "failures", "runs", "status", "totals", "window"]
@@ -246,8 +319,12 @@ def test_check_critical(dsn, archive):
 def test_live_run_holding_the_lock(dsn, archive):
     scenario(archive)
     archive.invocation(
-        ago_s=60, elapsed_s=20, examined=40, finished=False,
-        params={"batch_size": 10, "delay_ms": 100, "max_attempts": 2}, api_requests=4,
+        ago_s=60,
+        elapsed_s=20,
+        examined=40,
+        finished=False,
+        params={"batch_size": 10, "delay_ms": 100, "max_attempts": 2},
+        api_requests=4,
     )
     with psycopg.connect(dsn, autocommit=True) as runner:
         runner.execute("SELECT pg_advisory_lock(%s)", (RUNNER_LOCK_KEY,))
@@ -261,12 +338,26 @@ def test_live_run_holding_the_lock(dsn, archive):
     last = out["runs"]["last"]
     assert (last["id"], last["state"], last["rows_per_s"], last["api_error_rate"]) == (4, "running", 2.0, 0.0)
     # the older unfinished run is still a killed one; the running one has no throughput verdict yet
-    assert out["runs"]["throughput"] == {"last_finished_id": 2, "rows_per_s": 3.0, "baseline_rows_per_s": 2.0, "baseline_runs": 1}
-    assert out["runs"]["eta"] == {"pending": 9, "rows_per_s": 2.0, "seconds": 5, "floor_seconds": 1, "batch_size": 10, "delay_ms": 100}
+    assert out["runs"]["throughput"] == {
+        "last_finished_id": 2,
+        "rows_per_s": 3.0,
+        "baseline_rows_per_s": 2.0,
+        "baseline_runs": 1,
+    }
+    assert out["runs"]["eta"] == {
+        "pending": 9,
+        "rows_per_s": 2.0,
+        "seconds": 5,
+        "floor_seconds": 1,
+        "batch_size": 10,
+        "delay_ms": 100,
+    }
     # max_attempts comes from the last run's parameters
     assert out["failures"]["max_attempts"] == 2
     assert out["failures"]["reasons"] == reasons((3, 6, 2), (1, 1, 0), (1, 2, 1), (1, 1, 0), (1, 1, 0))
-    assert any(re.fullmatch(rf"  last run #4: running \(pid {pid}\), last heartbeat (\d+m )?\d+s ago", line) for line in lines)
+    assert any(
+        re.fullmatch(rf"  last run #4: running \(pid {pid}\), last heartbeat (\d+m )?\d+s ago", line) for line in lines
+    )
     assert "    started " in "\n".join(lines) and "20s so far" in "\n".join(lines)
 
 
@@ -285,7 +376,12 @@ def test_check_warning_on_slow_last_run(dsn, archive):
         " rows_per_s=1.500;;;0"
     )
     out = as_json(dsn)
-    assert out["runs"]["throughput"] == {"last_finished_id": 4, "rows_per_s": 1.5, "baseline_rows_per_s": 3.0, "baseline_runs": 2}
+    assert out["runs"]["throughput"] == {
+        "last_finished_id": 4,
+        "rows_per_s": 1.5,
+        "baseline_rows_per_s": 3.0,
+        "baseline_runs": 2,
+    }
     assert out["alerts"] == [{"level": "WARNING", "name": "throughput", "value": 1.5, "threshold": 2.0}]
     assert cli(dsn).exit_code == 0  # without --check, the alert is only shown
 
@@ -318,9 +414,19 @@ def test_project_filter(dsn, archive):
     out = as_json(dsn, "--project", "proj-b")
     assert out["window"]["projects"] == ["proj-b"]
     assert out["totals"] == {
-        "rows": 3, "examined": 1, "done": 1, "no_feedback": 0, "invalid": 0, "failed": 0, "pending": 2,
-        "records": 1, "promised": 1, "delivered": 1,
-        "coverage": 1 / 3, "feedback_coverage_rate": 1.0, "failure_rate": 0.0,
+        "rows": 3,
+        "examined": 1,
+        "done": 1,
+        "no_feedback": 0,
+        "invalid": 0,
+        "failed": 0,
+        "pending": 2,
+        "records": 1,
+        "promised": 1,
+        "delivered": 1,
+        "coverage": 1 / 3,
+        "feedback_coverage_rate": 1.0,
+        "failure_rate": 0.0,
     }
     assert [d["run_date"] for d in out["days"]] == [TODAY.isoformat()]
     assert out["status"] == "OK"
@@ -334,9 +440,18 @@ def test_before_any_run_everything_is_pending(dsn, archive):
     assert (t["rows"], t["pending"], t["examined"], t["coverage"]) == (200, 200, 0, 0.0)
     assert (t["failure_rate"], t["feedback_coverage_rate"]) == (None, None)
     assert out["runs"] == {
-        "count": 0, "runner_pid": None, "last": None,
+        "count": 0,
+        "runner_pid": None,
+        "last": None,
         # no throughput measured yet; the floor at `backfill run`'s defaults: 2 requests x 1 s
-        "eta": {"pending": 200, "rows_per_s": None, "seconds": None, "floor_seconds": 2, "batch_size": 100, "delay_ms": 1000},
+        "eta": {
+            "pending": 200,
+            "rows_per_s": None,
+            "seconds": None,
+            "floor_seconds": 2,
+            "batch_size": 100,
+            "delay_ms": 1000,
+        },
         "throughput": {"last_finished_id": None, "rows_per_s": None, "baseline_rows_per_s": None, "baseline_runs": 0},
     }
     assert out["failures"]["max_attempts"] == 3
@@ -348,9 +463,19 @@ def test_before_any_run_everything_is_pending(dsn, archive):
 
 def empty_report(out: dict[str, Any]) -> None:
     assert out["totals"] == {
-        "rows": 0, "examined": 0, "done": 0, "no_feedback": 0, "invalid": 0, "failed": 0, "pending": 0,
-        "records": 0, "promised": 0, "delivered": 0,
-        "coverage": None, "feedback_coverage_rate": None, "failure_rate": None,
+        "rows": 0,
+        "examined": 0,
+        "done": 0,
+        "no_feedback": 0,
+        "invalid": 0,
+        "failed": 0,
+        "pending": 0,
+        "records": 0,
+        "promised": 0,
+        "delivered": 0,
+        "coverage": None,
+        "feedback_coverage_rate": None,
+        "failure_rate": None,
     }
     assert out["days"] == [] and out["alerts"] == [] and out["status"] == "OK"
 
@@ -360,7 +485,9 @@ def test_empty_table(dsn):
     result = cli(dsn, "--check")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("FEEDBACK-BACKFILL OK - no rows in the window | coverage=U;;;0;100 failure_rate=U;;5;0;100")
+    assert lines[0].startswith(
+        "FEEDBACK-BACKFILL OK - no rows in the window | coverage=U;;;0;100 failure_rate=U;;5;0;100"
+    )
     assert "no rows in the window" in lines and "  (no rows)" in lines
 
 

@@ -88,10 +88,7 @@ def upgrade() -> None:
         " ON feedback_backfill_status (run_date, state) INCLUDE (reason, attempts, records, stats_count)"
     )
     # ON DELETE SET NULL on invocations needs this to not scan the status table.
-    op.execute(
-        "CREATE INDEX feedback_backfill_status_invocation_idx"
-        " ON feedback_backfill_status (invocation_id)"
-    )
+    op.execute("CREATE INDEX feedback_backfill_status_invocation_idx ON feedback_backfill_status (invocation_id)")
 
 
 def downgrade() -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import context, op
 from sqlalchemy import text
+
+from alembic import context, op
 
 revision: str = "fb0002"
 down_revision: str | None = "fb0001"
@@ -47,13 +48,17 @@ def _lock_timeout() -> str:
 
 def _invalid(name: str) -> bool:
     """True when an index of that name exists in our schema but is INVALID."""
-    row = op.get_bind().execute(
-        text(
-            "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
-            " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
-        ),
-        {"name": name},
-    ).first()
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+            ),
+            {"name": name},
+        )
+        .first()
+    )
     return row is not None and not row[0]
 
 
