@@ -111,7 +111,7 @@ class RunSummary:
                 f"  API requests {self.api_requests} ({self.api_errors} failed)",
             ]
             if self.skipped:
-                out.append(f"  skipped      {self.skipped} row(s) changed by another writer meanwhile")
+                out.append(f"  skipped      {self.skipped} row(s) held or changed by another writer (next run)")
         else:
             out.append(f"  invalid      {self.would_be_invalid} row(s) would be recorded invalid, without an API call")
         return out
@@ -452,10 +452,14 @@ def write(
         try:
             with gw.transaction():
                 patched: dict[str, dict[str, Any]] = {}
+                mine: list[dict[str, Any]] = []
                 if patch:
-                    gw.execute("lock_rows", {"run_ids": [p["run_id"] for p in patch]})
+                    ids = [p["run_id"] for p in patch]
+                    locked = {r["run_id"] for r in gw.execute("lock_rows", {"run_ids": ids})}
+                    mine = [p for p in patch if p["run_id"] in locked]
+                if mine:
                     query = "patch_refetch" if refetch else "patch_batch"
-                    patched = {r["run_id"]: r for r in gw.execute(query, {"patch": db.Jsonb(patch)})}
+                    patched = {r["run_id"]: r for r in gw.execute(query, {"patch": db.Jsonb(mine)})}
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
                 gw.execute("checkpoint", {"rows": db.Jsonb(rows), "invocation_id": summary.invocation_id})
                 gw.execute(
@@ -494,7 +498,9 @@ def _checkpoint_rows(
     for row in batch:
         o = outcomes[row.run_id]
         if o.state == DONE and row.run_id not in patched:
-            continue  # it got feedback_records from another writer meanwhile: not ours to mark
+            # another writer holds the row, or gave it feedback_records meanwhile: not ours to
+            # mark; a row still lacking records is walked again by the next run
+            continue
         rows.append(
             {
                 "run_id": row.run_id,

@@ -480,14 +480,19 @@ def test_database_connection_killed_during_an_api_call(dsn):
         assert_exact(dsn, fake, before)
 
 
-def test_database_connection_killed_inside_the_write_transaction(dsn, fake):
+def test_database_connection_killed_inside_the_write_transaction(dsn):
     ids = seed(dsn, 100, days=1)
     before = raw_rows(dsn)
-    target = next(r for r in ids[40:50] if synthetic.feedback_for_run(r))  # batch 5 patches it
+    assert any(synthetic.feedback_for_run(r) for r in ids[40:50])  # batch 5 patches rows
     with psycopg.connect(dsn) as blocker, psycopg.connect(dsn, autocommit=True) as watcher:
-        blocker.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (target,))
+
+        def hold_the_invocation_row() -> None:
+            # while batch 5 is being fetched: its write transaction (patch, checkpoint, then
+            # the invocation's counters) will queue behind this row lock, after the patch
+            blocker.execute("SELECT 1 FROM feedback_backfill_invocations FOR UPDATE")
+
+        fake = FakeLangSmith(KEY, feedback=tripwire(ids[40], hold_the_invocation_row)).start()
         proc = start_cli(dsn, fake)
-        # the backfill queues behind our row lock in lock_rows, inside its write transaction
         # (polled in autocommit: pg_stat_activity is a snapshot per transaction)
         wait_for(
             lambda: (
@@ -501,11 +506,31 @@ def test_database_connection_killed_inside_the_write_transaction(dsn, fake):
         assert terminate_backfill(dsn) == 1
         _, err = proc.communicate(timeout=30)
         blocker.rollback()
-    assert_one_line_error(proc, err, "backfill: error: database error: ")
-    st = assert_exact(dsn, fake, before, complete=False)
-    assert set(st) == set(ids[:40])
-    again = start_cli(dsn, fake)
-    assert again.wait(30) == 0, again.stderr.read()
+    try:
+        assert_one_line_error(proc, err, "backfill: error: database error: ")
+        st = assert_exact(dsn, fake, before, complete=False)
+        assert set(st) == set(ids[:40])  # batch 5's patch and checkpoint were rolled back together
+        again = start_cli(dsn, fake)
+        assert again.wait(30) == 0, again.stderr.read()
+        assert_exact(dsn, fake, before)
+    finally:
+        fake.stop()
+
+
+def test_a_row_the_extractor_holds_is_skipped_not_waited_for(dsn, fake):
+    """lock_rows uses SKIP LOCKED: the backfill never queues behind the app's row locks."""
+    ids = seed(dsn, 30, days=1)
+    held = next(r for r in ids if synthetic.feedback_for_run(r))
+    before = raw_rows(dsn)
+    with psycopg.connect(dsn) as extractor:
+        extractor.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (held,))
+        summary = go(dsn, fake)  # returns although the lock is held all along
+        extractor.rollback()
+    assert summary.skipped == 1 and summary.exit_code == 0
+    assert held not in status(dsn)
+    assert raw_rows(dsn)[held] == before[held]
+    again = go(dsn, fake)
+    assert again.examined == 1 and status(dsn)[held]["state"] == "done"
     assert_exact(dsn, fake, before)
 
 

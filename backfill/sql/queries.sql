@@ -78,9 +78,10 @@ ORDER BY r.run_date, r.id
 LIMIT %(batch_size)s;
 
 -- lock_rows --
--- Lock the rows about to be patched in id order, so that two writers locking several rows
--- (us and the extractor's upserts) take them in the same order and cannot deadlock on them.
-SELECT r.id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.id FOR UPDATE;
+-- Lock the rows about to be patched, skipping any that another writer (the extractor's
+-- upsert) holds right now: we never wait on the app, never make it wait behind a queue of
+-- our lock waits, and cannot deadlock with it. A skipped row is patched by the next run.
+SELECT r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.id FOR UPDATE SKIP LOCKED;
 
 -- patch_batch --
 -- Add feedback_records to each row in place, in one statement. `data || ...` is computed
@@ -121,24 +122,32 @@ LIMIT %(batch_size)s;
 -- patch_refetch --
 -- Replace feedback_records in place, only where they are still the ones we wrote (md5 as
 -- recorded) or absent/null: records the extractor wrote itself are never overwritten.
+-- Returns every row that holds our records afterwards, rewritten or already identical.
 WITH patch AS (
     SELECT p.run_id, p.records
     FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(run_id text, records jsonb)
 ), before AS (
-    SELECT r.id, md5((r.data -> 'feedback_records')::text) AS current_md5,
+    SELECT r.id, r.run_id, md5((r.data -> 'feedback_records')::text) AS current_md5,
            COALESCE(s.prior, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END) AS prior,
            s.records_md5
     FROM runs AS r JOIN patch AS p ON p.run_id = r.run_id
     LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+), ours AS (
+    SELECT b.id, b.run_id, b.prior, b.current_md5, md5(p.records::text) AS new_md5, p.records
+    FROM before AS b JOIN runs AS r ON r.id = b.id JOIN patch AS p ON p.run_id = r.run_id
+    WHERE jsonb_typeof(r.data) = 'object'
+      AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+           OR b.current_md5 = b.records_md5)
+), changed AS (
+    -- rows whose records did not change are not rewritten (no WAL, no bloat, no GIN churn)
+    UPDATE runs AS r
+    SET data = r.data || jsonb_build_object('feedback_records', o.records)
+    FROM ours AS o
+    WHERE r.id = o.id AND o.new_md5 IS DISTINCT FROM o.current_md5
+    RETURNING r.id
 )
-UPDATE runs AS r
-SET data = r.data || jsonb_build_object('feedback_records', p.records)
-FROM patch AS p, before AS b
-WHERE r.run_id = p.run_id AND b.id = r.id
-  AND jsonb_typeof(r.data) = 'object'
-  AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-       OR b.current_md5 = b.records_md5)
-RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
+SELECT o.run_id, o.prior, o.new_md5 AS records_md5
+FROM ours AS o;
 
 -- checkpoint --
 -- Record what the batch found for each run; attempts counts examinations.
