@@ -79,7 +79,10 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     database = _database()
-    engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
+    try:
+        engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
+    except (SQLAlchemyError, ValueError) as exc:  # e.g. a port that is not a number
+        _fail(redact(f"DATABASE_URL is not usable: {exc}", [database.password]))
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -206,13 +206,12 @@ def _window(since: str | None, until: str | None, all_: bool, project: list[str]
 @app.command(
     "verify",
     epilog="Example: backfill verify --since 14d --sample 200 --fix\n\n"
-    "Exit codes: 0 no drift (or all fixed), 3 drift found, 1 error, 2 usage.",
+    "Exit codes: 0 no drift (or all fixed), 3 drift found, 1 error or runs not fetched, 2 usage.",
 )
 def verify_command(
     ctx: typer.Context,
     since: Since = "14d",
     until: Until = None,
-    project: Projects = None,
     sample: Annotated[int | None, typer.Option(help="Runs to check at random (default 100).")] = 100,
     all_runs: Annotated[bool, typer.Option("--all-runs", help="Check every enriched run of the window.")] = False,
     fix: Annotated[
@@ -232,7 +231,7 @@ def verify_command(
         report = verify(
             Database.from_env(database_url),
             LangSmith.from_env(api_key, endpoint, workspace_id, timeout),
-            Window.parse(since, until, project or ()),
+            Window.parse(since, until),
             sample=None if all_runs else sample,
             fix=fix,
             delay_ms=delay_ms,

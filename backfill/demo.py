@@ -77,7 +77,7 @@ def _start_fake(port: int) -> subprocess.Popen[bytes]:
 def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Callable[[str], None] = _say) -> DemoResult:
     """Run the whole demo; clean up everything it started unless ``keep``."""
     started = time.monotonic()
-    show("feedback-backfill demo: a throwaway PostgreSQL archive and a fake LangSmith on 127.0.0.1")
+    show("feedback-backfill demo: a throwaway PostgreSQL archive (Unix socket only) and a fake LangSmith on 127.0.0.1")
     pg = EmbeddedPostgres.start()
     show(f"  working directory: {pg.root} (removed at the end)")
     fake: subprocess.Popen[bytes] | None = None
@@ -99,7 +99,8 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show("$ alembic upgrade head")
         database = Database(url)
         migrate.upgrade(database)
-        show("  feedback_backfill_status, feedback_backfill_invocations, 3 indexes built CONCURRENTLY")
+        show("  feedback_backfill_status, feedback_backfill_invocations, 3 indexes built CONCURRENTLY,")
+        show("  the analyst view feedback_records_v")
         show("")
         show(f"$ backfill run --since 14d --delay-ms {DEMO_DELAY_MS}")
         show(f"  (the spec's 1000 ms between API requests is shortened to {DEMO_DELAY_MS} ms for the demo)")

@@ -1,6 +1,8 @@
 """A throwaway PostgreSQL server from the local binaries, for `backfill demo`.
 
 initdb and pg_ctl refuse to run as root: as root, the server runs as the user ``postgres``.
+It listens on no TCP address, only on a Unix socket inside its 0700 temporary directory:
+with trust authentication, a TCP port on 127.0.0.1 would let any local user in as superuser.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class EmbeddedPostgres:
         return RUN_AS if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://{self.user}@/{dbname}?host={self.root}&port={self.port}"
 
     @property
     def datadir(self) -> Path:
@@ -90,7 +92,7 @@ class EmbeddedPostgres:
                 "-w",
                 "start",
                 "-o",
-                f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                f"-p {pg.port} -k {root} -c listen_addresses='' -c fsync=off",
             )
         except BaseException:  # Ctrl-C during initdb included: leave nothing behind
             pg.stop()

@@ -42,21 +42,25 @@ class Drift:
 class VerifyReport:
     checked: int = 0
     drifts: list[Drift] = field(default_factory=list)
+    unverified: list[Drift] = field(default_factory=list)
     fixed: int = 0
     api_requests: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 no drift (or all fixed), 3 drift found and left."""
-        return 3 if len(self.drifts) > self.fixed else 0
+        """3 drift found and left; else 1 when some runs could not be fetched; else 0."""
+        if len(self.drifts) > self.fixed:
+            return 3
+        return 1 if self.unverified else 0
 
     def lines(self) -> list[str]:
-        out = [d.line() for d in self.drifts]
+        out = [d.line() for d in self.drifts + self.unverified]
         totals = [sum(len(getattr(d, k)) for d in self.drifts) for k in ("added", "changed", "deleted")]
         out.append(
             f"verified {self.checked} enriched run(s) against LangSmith: {len(self.drifts)} drifted"
             f" ({totals[0]} records added, {totals[1]} changed, {totals[2]} deleted since stored);"
-            f" {self.fixed} re-patched; {self.api_requests} API request(s)"
+            f" {self.fixed} re-patched; {len(self.unverified)} not verified (API error);"
+            f" {self.api_requests} API request(s)"
         )
         return out
 
@@ -102,24 +106,20 @@ def verify(
         gw.require_schema()
         if fix and not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
             raise AlreadyRunning()
-        params = {
-            "since": window.since,
-            "until": window.until,
-            "projects": list(window.projects) or None,
-            "sample": sample,
-        }
-        rows = gw.execute("verify_sample", params)
+        params = {"since": window.since, "until": window.until, "sample": sample}
+        run_ids = [r["run_id"] for r in gw.execute("verify_sample", params)]
         gw.commit()
-        report.checked = len(rows)
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+        for start in range(0, len(run_ids), batch_size):
+            chunk = gw.execute("verify_rows", {"run_ids": run_ids[start : start + batch_size]})
+            gw.commit()
+            report.checked += len(chunk)
             fetched = _fetch_isolating(source, [r["run_id"] for r in chunk])
             drifted: list[_Row] = []
             outcomes = {}
             for r in chunk:
                 got = fetched[r["run_id"]]
                 if isinstance(got, str):
-                    report.drifts.append(Drift(r["run_id"], error=got))
+                    report.unverified.append(Drift(r["run_id"], error=got))
                     continue
                 drift = compare(r["run_id"], r["stored"] or [], got)
                 if drift.drifted:

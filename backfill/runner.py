@@ -187,6 +187,8 @@ def follow(
                     file=err,
                     flush=True,
                 )
+            except Interrupted:
+                break
             except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
                 print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
             if event.wait(interval_s):
@@ -204,6 +206,14 @@ def _window_params(options: RunOptions, refetch_since: dt.datetime | None = None
         "max_attempts": options.max_attempts,
         "refetch_since": refetch_since,
     }
+
+
+def _count(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None) -> int:
+    """How many rows the walk will visit (the progress bar's total)."""
+    query = "count_refetch" if options.refetch else "count_pending"
+    pending: int = gw.one(query, _window_params(options, refetch_since))["pending"]
+    gw.commit()
+    return pending
 
 
 def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[_Row]]:
@@ -239,9 +249,9 @@ def _dry_run(
     summary: RunSummary,
     listing: Callable[[str, dt.date, str], None] | None,
 ) -> None:
-    summary.pending_at_start = gw.one("count_pending", _window_params(options))["pending"]
-    gw.commit()
-    for batch in _walk(gw, options):
+    refetch_since = _refetch_since(gw) if options.refetch else None
+    summary.pending_at_start = _count(gw, options, refetch_since)
+    for batch in _walk(gw, options, refetch_since):
         for row in batch:
             summary.examined += 1
             bad = _invalid(row)
@@ -262,7 +272,8 @@ def _signals(stop: threading.Event | None) -> Iterator[tuple[threading.Event, li
 
     def handler(signum: int, _frame: object) -> None:
         if caught:
-            raise KeyboardInterrupt
+            # a second signal: abandon the batch in flight now (its transaction rolls back)
+            raise Interrupted(f"interrupted again (signal {signum}): the batch in flight was abandoned")
         caught.append(signum)
         event.set()
 
@@ -288,8 +299,7 @@ def _locked_run(
         raise AlreadyRunning()
     gw.commit()
     refetch_since = _refetch_since(gw) if options.refetch else None
-    count = "count_refetch" if options.refetch else "count_pending"
-    summary.pending_at_start = gw.one(count, _window_params(options, refetch_since))["pending"]
+    summary.pending_at_start = _count(gw, options, refetch_since)
     params = {
         **{k: v for k, v in asdict(options).items() if k not in ("window", "dry_run", "progress")},
         "since": options.window.since.isoformat(),
@@ -461,7 +471,10 @@ def write(
                     query = "patch_refetch" if refetch else "patch_batch"
                     patched = {r["run_id"]: r for r in gw.execute(query, {"patch": db.Jsonb(mine)})}
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
-                gw.execute("checkpoint", {"rows": db.Jsonb(rows), "invocation_id": summary.invocation_id})
+                gw.execute(
+                    "checkpoint",
+                    {"rows": db.Jsonb(rows), "invocation_id": summary.invocation_id, "refetch": refetch},
+                )
                 gw.execute(
                     "count_invocation",
                     {

@@ -163,6 +163,8 @@ class FeedbackSource:
                 if not isinstance(body, list):
                     raise ValueError("not a JSON array")
                 return body
+            except Interrupted:  # a second signal, raised from inside the request
+                raise
             except Exception as exc:  # classified below; the SDK's own text may hold key fragments
                 self.errors += 1
                 kind, detail, retry_after = classify(exc)

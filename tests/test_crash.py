@@ -94,3 +94,19 @@ def test_signal_stops_after_the_current_batch_and_resume_completes(dsn, fake, si
     proc = start(dsn, fake)
     assert proc.wait(60) == 0
     assert len(status(dsn)) == 200
+
+
+def test_a_second_sigterm_abandons_the_batch_in_flight(dsn, fake):
+    seed(dsn, 200)
+    fake.latency_s = 0.3
+    proc = start(dsn, fake)
+    deadline = time.monotonic() + 30
+    while not status(dsn) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert len(status(dsn)) % 5 == 0  # whole batches only

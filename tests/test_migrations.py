@@ -294,3 +294,9 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP OWNED BY backfill_runner")
             conn.execute("DROP ROLE backfill_runner")
+
+
+def test_alembic_cli_malformed_url_is_one_line():
+    bad = alembic_cli("upgrade", "head", env={"DATABASE_URL": "postgresql://u:pw-x9@h:notaport/db"})
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("FAILED: DATABASE_URL is not usable") and "pw-x9" not in bad.stderr

@@ -211,3 +211,58 @@ def test_analyst_view_one_row_per_record(dsn, fake):
         (r, rec["key"], rec["score"], rec["value"]["verdict"], True) for r in ids for rec in expected_records(r)
     )
     assert sorted((a, b, float(c), d, e) for a, b, c, d, e in got) == want
+
+
+def test_no_feedback_is_examined_again_when_feedback_stats_later_promise_some(dsn, fake):
+    """--follow examines a run before its verdict exists; the extractor's next upsert
+    brings feedback_stats with n=1, and the next run fetches the new record."""
+    (rid,) = [r for r in seed(dsn, 30) if synthetic.feedback_for_run(r)][:1]
+    fake.set_feedback(rid, [])
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = jsonb_set(data, '{feedback_stats}', '{}') WHERE run_id = %s", (rid,))
+    go(dsn, fake)
+    assert status(dsn)[rid]["state"] == "no_feedback"
+    assert go(dsn, fake).examined == 0  # written off while feedback_stats promise nothing
+    fake.set_feedback(rid, synthetic.feedback_for_run(rid))
+    with psycopg.connect(dsn) as conn:  # the extractor re-archives with the new aggregate
+        stats = Jsonb(synthetic.feedback_stats_for(synthetic.feedback_for_run(rid)))
+        conn.execute("UPDATE runs SET data = jsonb_set(data, '{feedback_stats}', %s) WHERE run_id = %s", (stats, rid))
+    again = go(dsn, fake)
+    assert again.examined == 1 and status(dsn)[rid]["state"] == "done"
+    assert rows(dsn)[rid]["feedback_records"] == expected_records(rid)
+
+
+def test_refetch_that_fails_keeps_the_row_done_with_its_records(dsn, fake):
+    ids = seed(dsn, 30)
+    go(dsn, fake)
+    rid = with_feedback(ids)[0]
+    stored = rows(dsn)[rid]["feedback_records"]
+    fake.set_feedback(rid, [])  # deleted in LangSmith: fewer than feedback_stats count
+    go(dsn, fake, refetch=True)
+    st = status(dsn)[rid]
+    assert (st["state"], st["records"]) == ("done", len(stored))
+    assert "API returned 0 record(s)" in st["error"]
+    assert rows(dsn)[rid]["feedback_records"] == stored
+
+
+def test_refetch_dry_run_counts_and_unchanged_rows_are_not_rewritten(dsn, fake):
+    ids = seed(dsn, 20)
+    go(dsn, fake)
+    dry = backfill.run(Database(dsn), None, RunOptions(dry_run=True, refetch=True))
+    assert dry.pending_at_start == dry.examined == 20
+    with psycopg.connect(dsn) as conn:
+        xmin = dict(conn.execute("SELECT run_id, xmin::text FROM runs").fetchall())
+    changed = with_feedback(ids)[0]
+    fake.set_feedback(changed, [{**r, "comment": "edited"} for r in expected_records(changed)])
+    assert go(dsn, fake, refetch=True).examined == 20
+    with psycopg.connect(dsn) as conn:
+        after = dict(conn.execute("SELECT run_id, xmin::text FROM runs").fetchall())
+    assert [r for r in ids if after[r] != xmin[r]] == [changed]
+
+
+def test_verify_reports_runs_it_could_not_fetch_apart_from_drift(dsn, fake):
+    ids = seed(dsn, 30)
+    go(dsn, fake)
+    fake.poison(with_feedback(ids)[0])
+    report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
+    assert report.drifts == [] and len(report.unverified) == 1 and report.exit_code == 1

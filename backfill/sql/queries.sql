@@ -32,8 +32,11 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
       WHERE s.run_id = r.run_id
-        AND (s.state IN ('no_feedback', 'invalid')
-             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)));
+        AND (s.state = 'invalid'
+             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+             -- no feedback then, and its feedback_stats still promise none (a verdict entered
+             -- after the run was first examined reaches feedback_stats on the next upsert)
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')));
 
 -- count_refetch --
 -- How many rows a `backfill run --refetch` pass has left (see walk_refetch).
@@ -72,8 +75,11 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
       WHERE s.run_id = r.run_id
-        AND (s.state IN ('no_feedback', 'invalid')
-             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)))
+        AND (s.state = 'invalid'
+             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+             -- no feedback then, and its feedback_stats still promise none (a verdict entered
+             -- after the run was first examined reaches feedback_stats on the next upsert)
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
 ORDER BY r.run_date, r.id
 LIMIT %(batch_size)s;
 
@@ -150,7 +156,9 @@ SELECT o.run_id, o.prior, o.new_md5 AS records_md5
 FROM ours AS o;
 
 -- checkpoint --
--- Record what the batch found for each run; attempts counts examinations.
+-- Record what the batch found for each run; attempts counts examinations. A --refetch that
+-- wrote nothing (mismatch, API error, no feedback) to a row still holding our records keeps
+-- the row's state and count (it is as it was) and only records the error.
 INSERT INTO feedback_backfill_status AS s
     (run_id, run_date, state, reason, attempts, records, stats_count, prior, records_md5,
      last_error, invocation_id)
@@ -161,10 +169,13 @@ FROM jsonb_to_recordset(%(rows)s::jsonb)
           prior text, records_md5 text, last_error text)
 ON CONFLICT (run_id) DO UPDATE
 SET run_date = EXCLUDED.run_date,
-    state = EXCLUDED.state,
-    reason = EXCLUDED.reason,
+    state = CASE WHEN %(refetch)s AND EXCLUDED.records_md5 IS NULL AND s.records_md5 IS NOT NULL
+                 THEN s.state ELSE EXCLUDED.state END,
+    reason = CASE WHEN %(refetch)s AND EXCLUDED.records_md5 IS NULL AND s.records_md5 IS NOT NULL
+                  THEN s.reason ELSE EXCLUDED.reason END,
     attempts = s.attempts + 1,
-    records = EXCLUDED.records,
+    records = CASE WHEN %(refetch)s AND EXCLUDED.records_md5 IS NULL AND s.records_md5 IS NOT NULL
+                   THEN s.records ELSE EXCLUDED.records END,
     stats_count = EXCLUDED.stats_count,
     -- the ledger of what we wrote survives a later failed or refetched examination
     prior = COALESCE(EXCLUDED.prior, s.prior),
@@ -336,14 +347,20 @@ WHERE s.state = 'failed'
 RETURNING s.run_id;
 
 -- verify_sample --
--- Enriched runs of the window whose records are still ours, at random (all when no sample).
+-- Run ids of enriched runs of the window, at random (all when %(sample)s is NULL): drawn
+-- from the narrow status table alone, so that no document is read to pick the sample.
+SELECT s.run_id
+FROM feedback_backfill_status AS s
+WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND s.records_md5 IS NOT NULL
+ORDER BY random()
+LIMIT %(sample)s;
+
+-- verify_rows --
+-- The stored records of a chunk of the sample, where they are still the ones we wrote.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats, r.data -> 'feedback_records' AS stored
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
-  AND s.records_md5 IS NOT NULL
-  AND md5((r.data -> 'feedback_records')::text) = s.records_md5
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-ORDER BY random()
-LIMIT %(sample)s;
+WHERE s.run_id = ANY(%(run_ids)s::text[])
+  AND md5((r.data -> 'feedback_records')::text) = s.records_md5;
