@@ -11,7 +11,7 @@ from . import db
 from .config import Database, LangSmith, Window
 from .errors import AlreadyRunning, UsageError
 from .feedback import DONE, decide
-from .runner import RunSummary, _fetch_isolating, _Row, write
+from .runner import Row, RunSummary, fetch_isolating, write
 from .source import FeedbackSource
 
 
@@ -113,8 +113,8 @@ def verify(
             chunk = gw.execute("verify_rows", {"run_ids": run_ids[start : start + batch_size]})
             gw.commit()
             report.checked += len(chunk)
-            fetched = _fetch_isolating(source, [r["run_id"] for r in chunk])
-            drifted: list[_Row] = []
+            fetched = fetch_isolating(source, [r["run_id"] for r in chunk])
+            drifted: list[Row] = []
             outcomes = {}
             for r in chunk:
                 got = fetched[r["run_id"]]
@@ -124,7 +124,7 @@ def verify(
                 drift = compare(r["run_id"], r["stored"] or [], got)
                 if drift.drifted:
                     report.drifts.append(drift)
-                    row = _Row(r["id"], r["run_id"], r["run_date"], r["data_type"], r["feedback_stats"])
+                    row = Row(r["id"], r["run_id"], r["run_date"], r["data_type"], r["feedback_stats"])
                     outcome = decide(got, r["feedback_stats"])
                     if outcome.state == DONE:
                         drifted.append(row)

@@ -76,6 +76,7 @@ class RunSummary:
     skipped: int = 0
     api_requests: int = 0
     api_errors: int = 0
+    dropped: int = 0
     elapsed_s: float = 0.0
     interrupted_by: int | None = None
     dry_run: bool = False
@@ -110,6 +111,8 @@ class RunSummary:
                 f"  failed       {failed} row(s)" + (f" ({by_reason})" if by_reason else ""),
                 f"  API requests {self.api_requests} ({self.api_errors} failed)",
             ]
+            if self.dropped:
+                out.append(f"  dropped      {self.dropped} record(s) for runs not asked or repeated across pages")
             if self.skipped:
                 out.append(f"  skipped      {self.skipped} row(s) held or changed by another writer (next run)")
         else:
@@ -118,7 +121,9 @@ class RunSummary:
 
 
 @dataclass
-class _Row:
+class Row:
+    """A row of the window as the walk returns it (never the whole document)."""
+
     id: int
     run_id: str
     run_date: dt.date
@@ -216,7 +221,7 @@ def _count(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | Non
     return pending
 
 
-def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[_Row]]:
+def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[Row]]:
     """Batches of rows to examine, keyset-ordered by (run_date, id); each read commits."""
     params = _window_params(options, refetch_since)
     query = "walk_refetch" if options.refetch else "walk_batch"
@@ -228,14 +233,14 @@ def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None
         gw.commit()
         if not rows:
             return
-        batch = [_Row(**r) for r in rows]
+        batch = [Row(**r) for r in rows]
         after_date, after_id = batch[-1].run_date, batch[-1].id
         if left is not None:
             left -= len(batch)
         yield batch
 
 
-def _invalid(row: _Row) -> Outcome | None:
+def _invalid(row: Row) -> Outcome | None:
     if canonical_run_id(row.run_id) is None:
         return Outcome(INVALID, "invalid_run_id", error=f"run_id {row.run_id[:80]!r} is not a UUID")
     if row.data_type != "object":
@@ -326,7 +331,6 @@ def _locked_run(
         dynamic_ncols=True,
     )
     counted = (0, 0)  # API requests/errors already added to the invocation row
-    message = None
     try:
         for batch in _walk(gw, options, refetch_since):
             counted = _batch(gw, source, batch, options, summary, counted)
@@ -336,8 +340,7 @@ def _locked_run(
     except Interrupted:
         pass
     except BackfillError as exc:
-        message = str(exc)
-        _finish(gw, summary, source, counted, "error", message)
+        _finish(gw, summary, source, counted, "error", str(exc))
         raise
     finally:
         bar.close()
@@ -346,7 +349,6 @@ def _locked_run(
         summary.interrupted_by = caught[0]
     elif stop.is_set():
         summary.interrupted_by = signal.SIGINT
-    summary.api_requests, summary.api_errors = source.requests, source.errors
     _finish(gw, summary, source, counted, summary.outcome, None)
 
 
@@ -359,6 +361,7 @@ def _finish(
     message: str | None,
 ) -> None:
     summary.api_requests, summary.api_errors = source.requests, source.errors
+    summary.dropped = source.stray + source.duplicates
     # The connection may be gone (that may be why we are here): then the invocation row
     # simply stays unfinished, as after a kill, and the lock went with the connection.
     with contextlib.suppress(DatabaseError):
@@ -389,30 +392,30 @@ def _refetch_since(gw: db.Gateway) -> dt.datetime:
     return now
 
 
-def _fetch_isolating(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
+def fetch_isolating(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
     """Records per run; a request the API refuses is split until the culprit is alone.
 
     The value is the run's records, or the reason its fetch failed.
     """
     try:
-        return dict(source.fetch(run_ids).records)
+        return dict(source.fetch(run_ids))
     except BatchFailed as exc:
         if len(run_ids) == 1:
             return {run_ids[0]: f"API error: {exc.detail}"}
         mid = len(run_ids) // 2
-        return {**_fetch_isolating(source, run_ids[:mid]), **_fetch_isolating(source, run_ids[mid:])}
+        return {**fetch_isolating(source, run_ids[:mid]), **fetch_isolating(source, run_ids[mid:])}
 
 
 def _batch(
     gw: db.Gateway,
     source: FeedbackSource,
-    batch: list[_Row],
+    batch: list[Row],
     options: RunOptions,
     summary: RunSummary,
     counted: tuple[int, int],
 ) -> tuple[int, int]:
     outcomes: dict[str, Outcome] = {}
-    to_fetch: list[_Row] = []
+    to_fetch: list[Row] = []
     for row in batch:
         bad = _invalid(row)
         if bad is not None:
@@ -420,7 +423,7 @@ def _batch(
         else:
             to_fetch.append(row)
     if to_fetch:
-        fetched = _fetch_isolating(source, [r.run_id for r in to_fetch])
+        fetched = fetch_isolating(source, [r.run_id for r in to_fetch])
         _check_workspace(to_fetch, fetched)
         for row in to_fetch:
             got = fetched[row.run_id]
@@ -432,7 +435,7 @@ def _batch(
     return source.requests, source.errors
 
 
-def _check_workspace(rows: list[_Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+def _check_workspace(rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
     promising = [r for r in rows if promised(r.feedback_stats) > 0 and not isinstance(fetched[r.run_id], str)]
     empty = [r for r in promising if not fetched[r.run_id]]
     if len(promising) >= EMPTY_MIN_RUNS and len(empty) > EMPTY_RATIO * len(promising):
@@ -445,7 +448,7 @@ def _check_workspace(rows: list[_Row], fetched: dict[str, list[dict[str, Any]] |
 
 def write(
     gw: db.Gateway,
-    batch: list[_Row],
+    batch: list[Row],
     outcomes: dict[str, Outcome],
     summary: RunSummary,
     requests: int = 0,
@@ -504,7 +507,7 @@ def write(
 
 
 def _checkpoint_rows(
-    batch: list[_Row], outcomes: dict[str, Outcome], patched: dict[str, dict[str, Any]]
+    batch: list[Row], outcomes: dict[str, Outcome], patched: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     rows: list[dict[str, Any]] = []
     tally: Counter[str] = Counter()

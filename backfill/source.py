@@ -89,15 +89,6 @@ class Pacer:
 
 
 @dataclass
-class Fetched:
-    """What one batch fetch returned, per requested run id (the id as stored in ``runs``)."""
-
-    records: dict[str, list[dict[str, Any]]]
-    stray: int = 0
-    duplicates: int = 0
-
-
-@dataclass
 class FeedbackSource:
     """Fetches the feedback records of batches of runs from LangSmith."""
 
@@ -108,6 +99,8 @@ class FeedbackSource:
     stop: threading.Event = field(default_factory=threading.Event)
     requests: int = 0
     errors: int = 0
+    stray: int = 0  # records dropped: for runs that were not asked
+    duplicates: int = 0  # records dropped: an id already seen in this fetch
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -125,14 +118,16 @@ class FeedbackSource:
     def close(self) -> None:
         self.client.session.close()
 
-    def fetch(self, run_ids: list[str]) -> Fetched:
-        """All records of these runs, following ``offset`` pages until a short page."""
+    def fetch(self, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """All records of these runs (keyed by the ids given), following ``offset`` pages.
+
+        Records for runs not asked, and repeats of a record id, are dropped and counted.
+        """
         # callers pass valid ids only (invalid ones are recorded without asking the API)
         wanted = {canonical_run_id(r) or r: r for r in run_ids}
         asked = list(wanted)
         out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
         seen: set[Any] = set()
-        result = Fetched(out)
         offset = 0
         while True:
             page = self._page(asked, offset)
@@ -141,16 +136,16 @@ class FeedbackSource:
                     raise BatchFailed("malformed answer: a feedback record is not a JSON object")
                 owner = wanted.get(canonical_run_id(str(rec.get("run_id"))) or "")
                 if owner is None:
-                    result.stray += 1
+                    self.stray += 1
                     continue
                 key = rec.get("id")
                 if key is not None and key in seen:
-                    result.duplicates += 1
+                    self.duplicates += 1
                     continue
                 seen.add(key)
                 out[owner].append(rec)
             if len(page) < PAGE_LIMIT:
-                return result
+                return out
             offset += len(page)
 
     def _page(self, run_ids: list[str], offset: int) -> list[Any]:

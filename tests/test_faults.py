@@ -333,6 +333,7 @@ def test_records_of_runs_not_asked_are_dropped(dsn, fake):
     summary = go(dsn, fake, batch_size=20)
     assert summary.exit_code == 0
     assert len(fake.feedback_requests()) == 2
+    assert summary.dropped == 2 * len(stray)  # on the first page of each of the 2 requests
     assert_exact(dsn, fake, before)
 
 
@@ -350,6 +351,7 @@ def test_duplicates_across_pages_are_stored_once(dsn, fake):
     # page k holds records [99k, 99k + 100): the client pages on until a short page
     pages = next(k for k in range(total) if 99 * k + 100 > total) + 1
     assert [r.query["offset"] for r in arrivals(fake)] == [[str(100 * k)] for k in range(pages)]
+    assert summary.dropped == pages - 1  # one repeat at the head of each later page
     assert_exact(dsn, fake, before)
     assert [len(rows(dsn)[r]["feedback_records"]) for r in big] == [150, 70]
 

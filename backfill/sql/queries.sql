@@ -63,8 +63,11 @@ SELECT now() AS now;
 -- walk_batch --
 -- The next batch of rows lacking feedback records, in keyset order (run_date, id).
 -- The first predicate is, word for word, the one of the partial index
--- runs_feedback_pending_idx (run_date, id): each batch is one short index range scan,
--- however large the table and however much of it is already enriched.
+-- runs_feedback_pending_idx (run_date, id): each batch is one index range scan that
+-- resumes where the previous one stopped. Enriched rows leave that index; rows found
+-- without feedback stay in it (we do not rewrite them), so one invocation passes over
+-- each of them once, checked through the status table's primary key: the cost of a whole
+-- walk grows with the window's rows without feedback, not with the table.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats
 FROM runs AS r
