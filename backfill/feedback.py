@@ -67,17 +67,13 @@ def sort_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=_created)
 
 
-def decide(records: list[dict[str, Any]], feedback_stats: Any) -> Outcome:
-    """The outcome for a run whose fetch succeeded."""
-    expected = promised(feedback_stats)
-    if len(records) < expected:
-        return Outcome(
-            FAILED,
-            "mismatch",
-            error=f"API returned {len(records)} record(s), feedback_stats count {expected}",
-        )
-    if not records:
-        return Outcome(NO_FEEDBACK)
+def decide(records: list[dict[str, Any]], feedback_stats: Any, *, keep_partial: bool = False) -> Outcome:
+    """The outcome for a run whose fetch succeeded.
+
+    Fewer records than ``feedback_stats`` count is a mismatch, retried by later runs; on the
+    last attempt (``keep_partial``) the records the API did return are stored with it, so
+    that giving up never means losing what exists.
+    """
     for rec in records:
         char = unstorable(rec)
         if char:
@@ -86,4 +82,11 @@ def decide(records: list[dict[str, Any]], feedback_stats: Any) -> Outcome:
                 "unstorable",
                 error=f"record {rec.get('id')} holds {char}, which PostgreSQL jsonb cannot store",
             )
+    expected = promised(feedback_stats)
+    if len(records) < expected:
+        error = f"API returned {len(records)} record(s), feedback_stats count {expected}"
+        kept = tuple(sort_records(records)) if keep_partial else ()
+        return Outcome(FAILED, "mismatch", records=kept, error=error + (", stored" if kept else ""))
+    if not records:
+        return Outcome(NO_FEEDBACK)
     return Outcome(DONE, records=tuple(sort_records(records)))

@@ -129,6 +129,7 @@ class Row:
     run_date: dt.date
     data_type: str | None
     feedback_stats: Any
+    attempts: int = 0
 
 
 def run(
@@ -427,8 +428,12 @@ def _batch(
         _check_workspace(to_fetch, fetched)
         for row in to_fetch:
             got = fetched[row.run_id]
+            last_attempt = row.attempts + 1 >= options.max_attempts
             outcomes[row.run_id] = (
-                Outcome(FAILED, "api_error", error=got) if isinstance(got, str) else decide(got, row.feedback_stats)
+                Outcome(FAILED, "api_error", error=got)
+                if isinstance(got, str)
+                # a refetch never replaces stored records by fewer ones
+                else decide(got, row.feedback_stats, keep_partial=last_attempt and not options.refetch)
             )
     requests, errors = source.requests - counted[0], source.errors - counted[1]
     write(gw, batch, outcomes, summary, requests, errors, refetch=options.refetch)
@@ -460,7 +465,8 @@ def write(
 
     With ``refetch``, feedback_records are replaced where they are still ours.
     """
-    patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.state == DONE]
+    # done rows, and a mismatch's partial records on its last attempt
+    patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.records]
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with gw.transaction():
@@ -513,7 +519,7 @@ def _checkpoint_rows(
     tally: Counter[str] = Counter()
     for row in batch:
         o = outcomes[row.run_id]
-        if o.state == DONE and row.run_id not in patched:
+        if o.records and row.run_id not in patched:
             # another writer holds the row, or gave it feedback_records meanwhile: not ours to
             # mark; a row still lacking records is walked again by the next run
             continue

@@ -315,3 +315,24 @@ def test_concurrent_upserts_are_not_lost(dsn, fake):
 
 def rows_one(conn, rid):
     return conn.execute("SELECT data FROM runs WHERE run_id = %s", (rid,)).fetchone()[0]
+
+
+def test_a_mismatch_keeps_what_the_api_returned_on_its_last_attempt(dsn, fake):
+    """Giving up on a mismatch never loses the records that do exist."""
+    ids = seed(dsn, 30)
+    rid = next(r for r in ids if len(synthetic.feedback_for_run(r)) >= 2)
+    partial = expected_records(rid)[:1]
+    fake.set_feedback(rid, partial)
+    go(dsn, fake, max_attempts=2)
+    assert "feedback_records" not in rows(dsn)[rid]  # first attempt: retryable, nothing stored
+    last = go(dsn, fake, max_attempts=2)
+    st = status(dsn)[rid]
+    assert (st["state"], st["reason"], st["attempts"], st["records"]) == ("failed", "mismatch", 2, 1)
+    assert st["error"].endswith(", stored")
+    assert rows(dsn)[rid]["feedback_records"] == partial
+    assert last.failed == {"mismatch": 1} and last.exit_code == 3
+    # once LangSmith has them all, a refetch completes the row
+    fake.set_feedback(rid, synthetic.feedback_for_run(rid))
+    backfill.run(Database(dsn), LangSmith(api_key=KEY, endpoint=fake.url), RunOptions(delay_ms=0, refetch=True))
+    assert status(dsn)[rid]["state"] == "done"
+    assert rows(dsn)[rid]["feedback_records"] == expected_records(rid)

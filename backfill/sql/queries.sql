@@ -44,7 +44,7 @@ SELECT count(*) AS pending
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
 WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
-  AND s.state IN ('done', 'no_feedback')
+  AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
   AND s.updated_at < %(refetch_since)s
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]));
 
@@ -69,7 +69,8 @@ SELECT now() AS now;
 -- each of them once, checked through the status table's primary key: the cost of a whole
 -- walk grows with the window's rows without feedback, not with the table.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats
+       r.data -> 'feedback_stats' AS feedback_stats,
+       COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
@@ -114,14 +115,15 @@ WHERE r.run_id = p.run_id AND b.id = r.id
 RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
 
 -- walk_refetch --
--- `backfill run --refetch`: the next batch of rows of the window already examined (done or
--- no feedback) and not refetched since %(refetch_since)s, in keyset order (run_date, id).
+-- `backfill run --refetch`: the next batch of rows of the window already examined (done, no
+-- feedback, or holding the partial records of a mismatch) and not refetched since
+-- %(refetch_since)s, in keyset order (run_date, id).
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats
+       r.data -> 'feedback_stats' AS feedback_stats, s.attempts
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
 WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
-  AND s.state IN ('done', 'no_feedback')
+  AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
   AND s.updated_at < %(refetch_since)s
   AND (r.run_date, r.id) > (%(after_date)s::date, %(after_id)s::integer)
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
