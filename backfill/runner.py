@@ -474,11 +474,14 @@ def write(
                 mine: list[dict[str, Any]] = []
                 if patch:
                     ids = [p["run_id"] for p in patch]
-                    locked = {r["run_id"] for r in gw.execute("lock_rows", {"run_ids": ids})}
-                    mine = [p for p in patch if p["run_id"] in locked]
+                    locked = {r["run_id"]: r["id"] for r in gw.execute("lock_rows", {"run_ids": ids})}
+                    mine = [
+                        {"id": locked[p["run_id"]], "records": p["records"]} for p in patch if p["run_id"] in locked
+                    ]
                 if mine:
                     query = "patch_refetch" if refetch else "patch_batch"
-                    patched = {r["run_id"]: r for r in gw.execute(query, {"patch": db.Jsonb(mine)})}
+                    params = {"patch": db.Jsonb(mine), "ids": [p["id"] for p in mine]}
+                    patched = {r["run_id"]: r for r in gw.execute(query, params)}
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
                 gw.execute(
                     "checkpoint",

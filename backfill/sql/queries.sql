@@ -91,7 +91,7 @@ LIMIT %(batch_size)s;
 -- Lock the rows about to be patched, skipping any that another writer (the extractor's
 -- upsert) holds right now: we never wait on the app, never make it wait behind a queue of
 -- our lock waits, and cannot deadlock with it. A skipped row is patched by the next run.
-SELECT r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.id FOR UPDATE SKIP LOCKED;
+SELECT r.id, r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.id FOR UPDATE SKIP LOCKED;
 
 -- patch_batch --
 -- Add feedback_records to each row in place, in one statement. `data || ...` is computed
@@ -99,17 +99,19 @@ SELECT r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER B
 -- that got feedback_records meanwhile is left alone (the predicate is re-checked).
 -- Returns, for `backfill revert`, whether the key was there (as JSON null) before, and
 -- md5 of what we wrote. `before` reads the rows lock_rows has just locked: current.
+-- Rows are addressed by primary key (%(ids)s, from lock_rows): with the pending predicate
+-- alone the planner may prefer scanning the partial index, reading every pending document.
 WITH patch AS (
-    SELECT p.run_id, p.records
-    FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(run_id text, records jsonb)
+    SELECT p.id, p.records
+    FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(id integer, records jsonb)
 ), before AS (
     SELECT r.id, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END AS prior
-    FROM runs AS r JOIN patch AS p ON p.run_id = r.run_id
+    FROM runs AS r WHERE r.id = ANY(%(ids)s::integer[])
 )
 UPDATE runs AS r
 SET data = r.data || jsonb_build_object('feedback_records', p.records)
-FROM patch AS p, before AS b
-WHERE r.run_id = p.run_id AND b.id = r.id
+FROM patch AS p JOIN before AS b ON b.id = p.id
+WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = p.id
   AND jsonb_typeof(r.data) = 'object'
   AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
 RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
@@ -135,17 +137,18 @@ LIMIT %(batch_size)s;
 -- recorded) or absent/null: records the extractor wrote itself are never overwritten.
 -- Returns every row that holds our records afterwards, rewritten or already identical.
 WITH patch AS (
-    SELECT p.run_id, p.records
-    FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(run_id text, records jsonb)
+    SELECT p.id, p.records
+    FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(id integer, records jsonb)
 ), before AS (
     SELECT r.id, r.run_id, md5((r.data -> 'feedback_records')::text) AS current_md5,
            COALESCE(s.prior, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END) AS prior,
            s.records_md5
-    FROM runs AS r JOIN patch AS p ON p.run_id = r.run_id
+    FROM runs AS r
     LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+    WHERE r.id = ANY(%(ids)s::integer[])
 ), ours AS (
     SELECT b.id, b.run_id, b.prior, b.current_md5, md5(p.records::text) AS new_md5, p.records
-    FROM before AS b JOIN runs AS r ON r.id = b.id JOIN patch AS p ON p.run_id = r.run_id
+    FROM before AS b JOIN runs AS r ON r.id = b.id JOIN patch AS p ON p.id = b.id
     WHERE jsonb_typeof(r.data) = 'object'
       AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
            OR b.current_md5 = b.records_md5)
@@ -154,7 +157,7 @@ WITH patch AS (
     UPDATE runs AS r
     SET data = r.data || jsonb_build_object('feedback_records', o.records)
     FROM ours AS o
-    WHERE r.id = o.id AND o.new_md5 IS DISTINCT FROM o.current_md5
+    WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = o.id AND o.new_md5 IS DISTINCT FROM o.current_md5
     RETURNING r.id
 )
 SELECT o.run_id, o.prior, o.new_md5 AS records_md5

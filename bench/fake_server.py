@@ -1,0 +1,68 @@
+"""The project's fake LangSmith in its own process, for the benchmarks.
+
+    python bench/fake_server.py --latency-ms 20 [--feedback sparse]
+
+Prints its URL on the first stdout line, then answers commands read from stdin, one a line:
+``count`` prints how many GET /feedback requests it has received (the benchmarks' request
+counts come from the server, not from the client they measure); ``quit`` stops it.
+
+A separate process so that the server's threads do not share the client's GIL: the client
+under test must not pay for the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backfill import synthetic
+from backfill.fake_langsmith import FakeLangSmith, _Handler
+
+API_KEY = "bench-not-a-secret"
+
+# The fake writes the headers and the body of an answer in two send() calls on a socket with
+# Nagle's algorithm on: the body waits for the ACK of the headers, which the client delays
+# (delayed ACK), so every request costs ~40 ms more than --latency-ms. TCP_NODELAY on the
+# server's sockets removes that artefact, which would otherwise be charged per request
+# (and so far more to the per-run design than to the batched one).
+_Handler.disable_nagle_algorithm = True
+
+
+def sparse_feedback(run_id: str) -> list[dict[str, Any]]:
+    """Feedback for about 1 run in 20 (the memory benchmark's "no feedback for most")."""
+    if hashlib.sha256(("sparse:" + run_id).encode()).digest()[0] >= 13:  # 13/256 ~ 5 %
+        return []
+    for salt in range(64):  # the synthetic records of a related id, made this run's
+        records = synthetic.feedback_for_run(f"{run_id}:{salt}")
+        if records:
+            return [{**r, "run_id": run_id, "trace_id": run_id} for r in records]
+    return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--feedback", choices=("synthetic", "sparse"), default="synthetic")
+    args = parser.parse_args()
+    feedback = synthetic.feedback_for_run if args.feedback == "synthetic" else sparse_feedback
+    fake = FakeLangSmith(API_KEY, feedback=feedback, latency_s=args.latency_ms / 1000).start()
+    print(fake.url, flush=True)
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "count":
+                print(len(fake.feedback_requests()), flush=True)
+            elif command == "quit":
+                break
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
