@@ -203,41 +203,60 @@ def follow(
     return 0
 
 
-def _window_params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
-    w = options.window
+def _params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
     return {
-        "since": w.since,
-        "until": w.until,
-        "projects": list(w.projects) or None,
+        "projects": list(options.window.projects) or None,
         "max_attempts": options.max_attempts,
         "refetch_since": refetch_since,
     }
 
 
-def _count(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None) -> int:
-    """How many rows the walk will visit (the progress bar's total)."""
+def _days(window: Window) -> Iterator[dt.date]:
+    day = window.since
+    while day < window.until:
+        yield day
+        day += dt.timedelta(days=1)
+
+
+def count_pending(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> int:
+    """How many rows the walk will visit (the progress bar's total), counted a day at a time."""
     query = "count_refetch" if options.refetch else "count_pending"
-    pending: int = gw.one(query, _window_params(options, refetch_since))["pending"]
-    gw.commit()
+    params = _params(options, refetch_since)
+    pending = 0
+    for day in _days(options.window):
+        pending += gw.one(query, {**params, "day": day})["pending"]
+        gw.commit()
     return pending
 
 
-def _walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[Row]]:
-    """Batches of rows to examine, keyset-ordered by (run_date, id); each read commits."""
-    params = _window_params(options, refetch_since)
+def walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[Row]]:
+    """Batches of rows to examine: the window's days in order, keyset on id within a day.
+
+    A batch may span days, so that small days still fill API requests. Each read commits at
+    once: no transaction stays open while the batch is fetched.
+    """
+    params = _params(options, refetch_since)
     query = "walk_refetch" if options.refetch else "walk_batch"
-    after_date, after_id = options.window.since, 0
-    left = options.limit
-    while left is None or left > 0:
-        size = options.batch_size if left is None else min(options.batch_size, left)
-        rows = gw.execute(query, {**params, "after_date": after_date, "after_id": after_id, "batch_size": size})
-        gw.commit()
-        if not rows:
-            return
-        batch = [Row(**r) for r in rows]
-        after_date, after_id = batch[-1].run_date, batch[-1].id
-        if left is not None:
-            left -= len(batch)
+    left = options.limit if options.limit is not None else -1  # -1: no limit
+    batch: list[Row] = []
+    for day in _days(options.window):
+        after_id = 0
+        while left != 0:
+            want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
+            rows = gw.execute(query, {**params, "day": day, "after_id": after_id, "batch_size": want})
+            gw.commit()
+            batch += [Row(**r) for r in rows]
+            if rows:
+                after_id = rows[-1]["id"]
+                left = left - len(rows) if left > 0 else left
+            if len(batch) == options.batch_size or left == 0:
+                yield batch
+                batch = []
+            if len(rows) < want:
+                break  # this day is done
+        if left == 0:
+            break
+    if batch:
         yield batch
 
 
@@ -256,8 +275,8 @@ def _dry_run(
     listing: Callable[[str, dt.date, str], None] | None,
 ) -> None:
     refetch_since = _refetch_since(gw) if options.refetch else None
-    summary.pending_at_start = _count(gw, options, refetch_since)
-    for batch in _walk(gw, options, refetch_since):
+    summary.pending_at_start = count_pending(gw, options, refetch_since)
+    for batch in walk(gw, options, refetch_since):
         for row in batch:
             summary.examined += 1
             bad = _invalid(row)
@@ -305,7 +324,7 @@ def _locked_run(
         raise AlreadyRunning()
     gw.commit()
     refetch_since = _refetch_since(gw) if options.refetch else None
-    summary.pending_at_start = _count(gw, options, refetch_since)
+    summary.pending_at_start = count_pending(gw, options, refetch_since)
     params = {
         **{k: v for k, v in asdict(options).items() if k not in ("window", "dry_run", "progress")},
         "since": options.window.since.isoformat(),
@@ -333,7 +352,7 @@ def _locked_run(
     )
     counted = (0, 0)  # API requests/errors already added to the invocation row
     try:
-        for batch in _walk(gw, options, refetch_since):
+        for batch in walk(gw, options, refetch_since):
             counted = _batch(gw, source, batch, options, summary, counted)
             bar.update(len(batch))
             if stop.is_set():

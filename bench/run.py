@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ from fake_server import API_KEY  # noqa: E402
 from per_run import langsmith_fetch, run_per_run  # noqa: E402
 
 import backfill  # noqa: E402
-from backfill import migrate, synthetic  # noqa: E402
+from backfill import db, migrate, runner, synthetic  # noqa: E402
 from backfill.config import Database, LangSmith, Window  # noqa: E402
 from backfill.embedded import RUN_AS, EmbeddedPostgres  # noqa: E402
 from backfill.sql import QUERIES, app_schema  # noqa: E402
@@ -720,46 +719,57 @@ def figure_small_archive(server: Server, size: dict[str, Any], res: Results) -> 
     )
 
 
-WALK_PARAMS = {"since": SINCE, "until": UNTIL, "projects": None, "max_attempts": 3, "batch_size": BATCH}
+WALK_OPTIONS = backfill.RunOptions(window=Window(SINCE, UNTIL), batch_size=BATCH)
 
 
 def walk_all(url: str) -> tuple[float, list[float], float, int]:
-    """(count_pending s, per-batch walk_batch times, first batch s, rows) walking the whole window."""
+    """(count_pending s, per-batch walk_batch times, first batch s, rows): the runner's own walk."""
     times: list[float] = []
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+    gw = db.connect(Database(url))
+    try:
         t = time.perf_counter()
-        conn.execute(QUERIES["count_pending"], WALK_PARAMS).fetchall()
+        runner.count_pending(gw, WALK_OPTIONS)
         count_s = time.perf_counter() - t
-        after_date, after_id, total = SINCE, 0, 0
+        total = 0
+        batches = runner.walk(gw, WALK_OPTIONS)
         while True:
             t = time.perf_counter()
-            rows = conn.execute(
-                QUERIES["walk_batch"], {**WALK_PARAMS, "after_date": after_date, "after_id": after_id}
-            ).fetchall()
+            batch = next(batches, None)
             times.append(time.perf_counter() - t)
-            if not rows:
+            if batch is None:
                 break
-            total += len(rows)
-            after_date, after_id = rows[-1]["run_date"], rows[-1]["id"]
+            total += len(batch)
+    finally:
+        gw.close()
     return count_s, times, times[0], total
 
 
 def next_invocation(url: str) -> tuple[float, float, int]:
-    """(count_pending s, first walk_batch s, rows it returns) of a new invocation over the window."""
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+    """(count_pending s, first walk batch s, rows it returns) of a new invocation over the window."""
+    gw = db.connect(Database(url))
+    try:
         t = time.perf_counter()
-        conn.execute(QUERIES["count_pending"], WALK_PARAMS).fetchall()
+        runner.count_pending(gw, WALK_OPTIONS)
         count_s = time.perf_counter() - t
         t = time.perf_counter()
-        rows = conn.execute(QUERIES["walk_batch"], {**WALK_PARAMS, "after_date": SINCE, "after_id": 0}).fetchall()
-        return count_s, time.perf_counter() - t, len(rows)
+        batch = next(runner.walk(gw, WALK_OPTIONS), [])
+        return count_s, time.perf_counter() - t, len(batch)
+    finally:
+        gw.close()
 
 
 def explain_walk(url: str) -> str:
+    """EXPLAIN of walk_batch on the window's first day, first batch."""
+    params = {
+        "day": SINCE,
+        "projects": None,
+        "max_attempts": 3,
+        "refetch_since": None,
+        "after_id": 0,
+        "batch_size": BATCH,
+    }
     with psycopg.connect(url, autocommit=True) as conn:
-        plan = conn.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['walk_batch']}", {**WALK_PARAMS, "after_date": SINCE, "after_id": 0}
-        ).fetchall()
+        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['walk_batch']}", params).fetchall()
     return "\n".join(r[0] for r in plan)
 
 

@@ -124,11 +124,10 @@ def test_walker_query_uses_the_partial_index(dsn):
 
     seed(dsn, 50)
     params = {
-        "since": dt.date(2026, 1, 1),
-        "until": dt.date(2027, 1, 1),
+        "day": dt.datetime.now(dt.UTC).date(),
         "projects": None,
         "max_attempts": 3,
-        "after_date": dt.date(2026, 1, 1),
+        "refetch_since": None,
         "after_id": 0,
         "batch_size": 100,
     }

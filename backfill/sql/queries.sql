@@ -23,11 +23,11 @@ SELECT pg_try_advisory_lock(%(lock_key)s) AS acquired;
 SELECT pg_advisory_unlock(%(lock_key)s);
 
 -- count_pending --
--- How many rows of the window the walk will visit (for the progress bar and --dry-run).
+-- How many rows of one day of the window the walk will visit (progress bar, --dry-run).
 SELECT count(*) AS pending
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND r.run_date = %(day)s
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
@@ -39,11 +39,11 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
              OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')));
 
 -- count_refetch --
--- How many rows a `backfill run --refetch` pass has left (see walk_refetch).
+-- How many rows of one day a `backfill run --refetch` pass has left (see walk_refetch).
 SELECT count(*) AS pending
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+WHERE s.run_date = %(day)s
   AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
   AND s.updated_at < %(refetch_since)s
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]));
@@ -61,20 +61,20 @@ LIMIT 1;
 SELECT now() AS now;
 
 -- walk_batch --
--- The next batch of rows lacking feedback records, in keyset order (run_date, id).
--- The first predicate is, word for word, the one of the partial index
--- runs_feedback_pending_idx (run_date, id): each batch is one index range scan that
--- resumes where the previous one stopped. Enriched rows leave that index; rows found
--- without feedback stay in it (we do not rewrite them), so one invocation passes over
--- each of them once, checked through the status table's primary key: the cost of a whole
--- walk grows with the window's rows without feedback, not with the table.
+-- The next batch of one day's rows lacking feedback records, in keyset order on id; the
+-- runner walks the window's days in order. The first predicate is, word for word, the one
+-- of the partial index runs_feedback_pending_idx (run_date, id): each batch is one index
+-- range scan (run_date = day, id > after) resuming where the previous one stopped.
+-- Enriched rows leave that index; rows found without feedback stay in it (we do not
+-- rewrite them), so one invocation passes over each of them once, checked through the
+-- status table's primary key: a statement never scans more than one day of them.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats,
        COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-  AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (r.run_date, r.id) > (%(after_date)s::date, %(after_id)s::integer)
+  AND r.run_date = %(day)s
+  AND r.id > %(after_id)s::integer
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
@@ -84,7 +84,7 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
              -- no feedback then, and its feedback_stats still promise none (a verdict entered
              -- after the run was first examined reaches feedback_stats on the next upsert)
              OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
-ORDER BY r.run_date, r.id
+ORDER BY r.id
 LIMIT %(batch_size)s;
 
 -- lock_rows --
@@ -119,17 +119,17 @@ RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS record
 -- walk_refetch --
 -- `backfill run --refetch`: the next batch of rows of the window already examined (done, no
 -- feedback, or holding the partial records of a mismatch) and not refetched since
--- %(refetch_since)s, in keyset order (run_date, id).
+-- %(refetch_since)s, one day at a time in keyset order on id.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats, s.attempts
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
+WHERE s.run_date = %(day)s
   AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
   AND s.updated_at < %(refetch_since)s
-  AND (r.run_date, r.id) > (%(after_date)s::date, %(after_id)s::integer)
+  AND r.id > %(after_id)s::integer
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-ORDER BY r.run_date, r.id
+ORDER BY r.id
 LIMIT %(batch_size)s;
 
 -- patch_refetch --
