@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
@@ -15,6 +16,7 @@ import typer
 from . import __version__
 from .config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from .errors import BackfillError, UsageError
+from .operations import Change, reset, retry, revert, verify
 from .runner import RunOptions, run
 from .runner import follow as run_follow
 from .status import status
@@ -33,6 +35,9 @@ Exit codes: 0 all done, 3 finished but some rows failed, 1 error, 2 usage, 130/1
 
 # Options shared by several commands (one definition each).
 Since = Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")]
+OptionalSince = Annotated[
+    str | None, typer.Option("--since", help="Start of the run_date window: 14d, 36h, 2w or a date.")
+]
 Until = Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")]
 Projects = Annotated[list[str] | None, typer.Option("--project", help="Only this project (repeatable).")]
 DatabaseUrl = Annotated[
@@ -225,8 +230,6 @@ def verify_command(
     timeout: Timeout = 30.0,
 ) -> None:
     """Re-fetch enriched runs and compare with what is stored: added, changed, deleted records."""
-    from .operations import verify
-
     try:
         report = verify(
             Database.from_env(database_url),
@@ -254,8 +257,6 @@ def retry_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Give failed runs their attempts back, so that the next `backfill run` tries them again."""
-    from .operations import retry
-
     try:
         if reason not in (None, "api_error", "mismatch", "unstorable"):
             raise UsageError(f"--reason must be api_error, mismatch or unstorable, got {reason!r}")
@@ -265,26 +266,40 @@ def retry_command(
     typer.echo(f"{change.rows} failed run(s) will be tried again by the next backfill run", err=True)
 
 
+def _apply(
+    ctx: typer.Context,
+    fn: Callable[..., Change],
+    window: Window,
+    question: str,
+    yes: bool,
+    dry_run: bool,
+    url: str | None,
+) -> Change:
+    """A change to the database: confirmed (or --yes), or only counted with --dry-run."""
+    try:
+        database = Database.from_env(url)
+        if not dry_run:
+            _confirm(question, yes)
+        return fn(database, window, dry_run=dry_run)
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+
+
 @app.command("reset", epilog="Example: backfill reset --since 14d --yes")
 def reset_command(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = None,
+    since: OptionalSince = None,
     until: Until = None,
     yes: Yes = False,
     dry_run: DryRun = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Forget the checkpoint of a window (no feedback, failed, invalid) so it is examined again."""
-    from .operations import reset
-
     try:
         window = _window(since, until, False)
-        database = Database.from_env(database_url)
-        if not dry_run:
-            _confirm(f"Forget the checkpoint of {window.describe()}?", yes)
-        change = reset(database, window, dry_run=dry_run)
     except BackfillError as exc:
         _fail(exc, ctx.obj["debug"])
+    change = _apply(ctx, reset, window, f"Forget the checkpoint of {window.describe()}?", yes, dry_run, database_url)
     verb = "would forget" if change.dry_run else "forgot"
     typer.echo(f"{verb} {change.rows} checkpoint row(s); rows we enriched stay recorded for revert", err=True)
 
@@ -292,7 +307,7 @@ def reset_command(
 @app.command("revert", epilog="Example: backfill revert --since 14d --dry-run; backfill revert --all --yes")
 def revert_command(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")] = None,
+    since: OptionalSince = None,
     until: Until = None,
     all_: Annotated[bool, typer.Option("--all", help="Every run_date.")] = False,
     yes: Yes = False,
@@ -300,16 +315,12 @@ def revert_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove exactly the feedback_records the backfill added, restoring each row's JSONB."""
-    from .operations import revert
-
     try:
         window = _window(since, until, all_)
-        database = Database.from_env(database_url)
-        if not dry_run:
-            _confirm(f"Remove the feedback_records the backfill added ({window.describe()})?", yes)
-        change = revert(database, window, dry_run=dry_run)
     except BackfillError as exc:
         _fail(exc, ctx.obj["debug"])
+    question = f"Remove the feedback_records the backfill added ({window.describe()})?"
+    change = _apply(ctx, revert, window, question, yes, dry_run, database_url)
     if change.dry_run:
         typer.echo(f"would restore {change.rows} row(s) to their JSONB before the backfill", err=True)
     else:

@@ -653,14 +653,11 @@ def figure_ceiling(
 def explain_patch(url: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of patch_batch for the first batch of the walk, rolled back."""
     with psycopg.connect(url) as conn:
-        run_ids = [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY run_date, id LIMIT %s", (BATCH,))]
-        patch = [
-            {"run_id": r, "records": synthetic.feedback_for_run(r)} for r in run_ids if synthetic.feedback_for_run(r)
-        ]
+        first = conn.execute("SELECT id, run_id FROM runs ORDER BY run_date, id LIMIT %s", (BATCH,)).fetchall()
+        patch = [{"id": i, "records": synthetic.feedback_for_run(r)} for i, r in first if synthetic.feedback_for_run(r)]
         try:
-            plan = conn.execute(
-                f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['patch_batch']}", {"patch": Jsonb(patch)}
-            ).fetchall()
+            params = {"patch": Jsonb(patch), "ids": [p["id"] for p in patch]}
+            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['patch_batch']}", params).fetchall()
             text = "\n".join(r[0] for r in plan)
         except psycopg.Error as exc:
             text = f"(not run: {exc})"

@@ -99,8 +99,10 @@ SELECT r.id, r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) O
 -- that got feedback_records meanwhile is left alone (the predicate is re-checked).
 -- Returns, for `backfill revert`, whether the key was there (as JSON null) before, and
 -- md5 of what we wrote. `before` reads the rows lock_rows has just locked: current.
--- Rows are addressed by primary key (%(ids)s, from lock_rows): with the pending predicate
--- alone the planner may prefer scanning the partial index, reading every pending document.
+-- Rows are addressed by primary key (%(ids)s, from lock_rows), and the "still lacking"
+-- re-check is deliberately NOT written as the partial index's predicate: written the same,
+-- it lets the planner probe runs_feedback_pending_idx (run_date, id) by id alone, a scan of
+-- the whole index per row.
 WITH patch AS (
     SELECT p.id, p.records
     FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(id integer, records jsonb)
@@ -113,7 +115,7 @@ SET data = r.data || jsonb_build_object('feedback_records', p.records)
 FROM patch AS p JOIN before AS b ON b.id = p.id
 WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = p.id
   AND jsonb_typeof(r.data) = 'object'
-  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND (NOT r.data ? 'feedback_records' OR r.data -> 'feedback_records' = 'null'::jsonb)
 RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
 
 -- walk_refetch --
@@ -150,7 +152,8 @@ WITH patch AS (
     SELECT b.id, b.run_id, b.prior, b.current_md5, md5(p.records::text) AS new_md5, p.records
     FROM before AS b JOIN runs AS r ON r.id = b.id JOIN patch AS p ON p.id = b.id
     WHERE jsonb_typeof(r.data) = 'object'
-      AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      -- "absent or null", not in the partial index's words (see patch_batch)
+      AND (NOT r.data ? 'feedback_records' OR r.data -> 'feedback_records' = 'null'::jsonb
            OR b.current_md5 = b.records_md5)
 ), changed AS (
     -- rows whose records did not change are not rewritten (no WAL, no bloat, no GIN churn)
