@@ -21,16 +21,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backfill import synthetic
-from backfill.fake_langsmith import FakeLangSmith, _Handler
+from backfill.fake_langsmith import FakeLangSmith
 
 API_KEY = "bench-not-a-secret"
-
-# The fake writes the headers and the body of an answer in two send() calls on a socket with
-# Nagle's algorithm on: the body waits for the ACK of the headers, which the client delays
-# (delayed ACK), so every request costs ~40 ms more than --latency-ms. TCP_NODELAY on the
-# server's sockets removes that artefact, which would otherwise be charged per request
-# (and so far more to the per-run design than to the batched one).
-_Handler.disable_nagle_algorithm = True
 
 
 def sparse_feedback(run_id: str) -> list[dict[str, Any]]:
