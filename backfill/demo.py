@@ -62,16 +62,19 @@ def build_archive(url: str, rows: int, days: int = 20, today: dt.date | None = N
 
 
 def _start_fake(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
+    """The fake LangSmith in its own process group (so that --keep can leave it running)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "backfill.fake_langsmith", "--port", str(port), "--api-key", DEMO_KEY],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    assert proc.stdout is not None
-    if not proc.stdout.readline():
+
+
+def _wait_ready(fake: subprocess.Popen[bytes]) -> None:
+    assert fake.stdout is not None
+    if not fake.stdout.readline():  # its "listening on" line
         raise ConfigError("the fake LangSmith did not start")
-    return proc
 
 
 def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Callable[[str], None] = _say) -> DemoResult:
@@ -86,7 +89,8 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
             conn.execute("CREATE DATABASE archive")
         url = pg.url("archive")
         port = free_port()
-        fake = _start_fake(port)
+        fake = _start_fake(port)  # assigned at once: a Ctrl-C from here on still stops it
+        _wait_ready(fake)
         endpoint = f"http://127.0.0.1:{port}"
         build_archive(url, rows)
         show(

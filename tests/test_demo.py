@@ -68,7 +68,14 @@ def test_demo_keep_leaves_servers_to_explore_then_stops():
         pass
 
 
+def fakes() -> set[str]:
+    """Process ids of running demo fake LangSmith servers."""
+    out = subprocess.run(["pgrep", "-f", "backfill.fake_langsmith .*demo-not-a-secret"], capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
 def test_demo_ctrl_c_cleans_up():
+    before = fakes()
     proc = demo("--rows", "20000")
     assert proc.stderr is not None
     first = [proc.stderr.readline(), proc.stderr.readline()]  # the title, then the directory
@@ -79,3 +86,4 @@ def test_demo_ctrl_c_cleans_up():
     assert proc.returncode == 130, err
     assert "interrupted: everything the demo started was stopped and removed" in err
     assert not os.path.exists(workdir(err))
+    assert fakes() <= before  # the fake LangSmith was stopped too
