@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 import backfill  # noqa: E402
 from backfill import db, migrate  # noqa: E402
 from backfill.config import Database, Window  # noqa: E402
-from backfill.sql import QUERIES  # noqa: E402
-
-APP_SCHEMA = (ROOT / "backfill" / "sql" / "app_schema.sql").read_text()
+from backfill.embedded import EmbeddedPostgres  # noqa: E402
+from backfill.errors import ConfigError  # noqa: E402
+from backfill.sql import QUERIES, app_schema  # noqa: E402
 
 FILL_RUNS = """
 INSERT INTO runs (run_id, trace_id, project, run_date, data)
@@ -71,53 +67,26 @@ FROM generate_series(1, 3) AS k
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL cluster in a temporary directory, started as tests/conftest.py does."""
-    from pytest_postgresql.executors import PostgreSQLExecutor
-
-    real = os.environ.get("PG_CTL") or shutil.which("pg_ctl")
-    if not real:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-        real = found[-1] if found else None
-    if not real:
-        sys.exit("PostgreSQL server binaries not found: install them or set PG_CTL / DATABASE_URL")
-    executable = real
-    if os.geteuid() == 0:  # initdb and pg_ctl refuse root: run them as postgres
-        os.environ["REAL_PG_CTL"] = real
-        executable = str(ROOT / "tests" / "pg_ctl_as_postgres")
-    tmp = tempfile.mkdtemp(prefix="status_bench_")
-    proc = PostgreSQLExecutor(
-        executable=executable,
-        host="127.0.0.1",
-        port=_free_port(),
-        datadir=f"{tmp}/data",
-        unixsocketdir=tempfile.gettempdir(),  # as pytest-postgresql: writable by the server user
-        logfile=f"{tmp}/postgresql.log",
-        startparams="-w",
-        dbname="bench",
-    )
+    """A throwaway PostgreSQL (the demo's and bench/run.py's EmbeddedPostgres); removed after."""
     try:
-        with proc:
-            base = f"postgresql://{proc.user}@{proc.host}:{proc.port}"
-            with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-                admin.execute("CREATE DATABASE bench")
-            yield f"{base}/bench"
+        pg = EmbeddedPostgres.start()
+    except ConfigError as exc:
+        sys.exit(f"{exc} (or give DATABASE_URL)")
+    try:
+        with psycopg.connect(pg.url(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE bench")
+        yield pg.url("bench")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pg.stop()
 
 
 def fill(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('runs')").fetchone()[0] is not None:
             sys.exit("this database already has a `runs` table: give the bench an empty scratch database")
-        conn.execute(APP_SCHEMA)
+        conn.execute(app_schema())
     migrate.upgrade(Database(url))
     with psycopg.connect(url, autocommit=True) as conn:
         for label, sql in (("runs", FILL_RUNS), ("status", FILL_STATUS), ("invocations", FILL_INVOCATIONS)):

@@ -6,9 +6,7 @@ tests/pg_ctl_as_postgres, because initdb and pg_ctl refuse to run as root.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,8 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 
 from backfill import migrate
 from backfill.config import Database
+from backfill.embedded import find_bindir
+from backfill.errors import ConfigError
 from backfill.sql import app_schema
 
 HERE = Path(__file__).resolve().parent
@@ -29,22 +29,11 @@ APP_SCHEMA = app_schema()
 OUR_ENV = ("DATABASE_URL", "LANGSMITH_", "LANGCHAIN_", "PG", "BACKFILL_")
 
 
-def _real_pg_ctl() -> str | None:
-    found = os.environ.get("PG_CTL") or shutil.which("pg_ctl")
-    if found:
-        return found
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    return candidates[-1] if candidates else None
-
-
 def _pg_ctl() -> str:
-    real = _real_pg_ctl()
-    if real is None:
-        pytest.exit(
-            "PostgreSQL server binaries not found: install them (Debian/Ubuntu: apt-get install postgresql)"
-            " or set PG_CTL=/path/to/pg_ctl",
-            returncode=4,
-        )
+    try:
+        real = str(find_bindir() / "pg_ctl")  # the demo's lookup: $PG_CTL, PATH, newest Debian
+    except ConfigError as exc:
+        pytest.exit(str(exc), returncode=4)
     if os.geteuid() != 0:
         return real
     os.environ["REAL_PG_CTL"] = real
