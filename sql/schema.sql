@@ -128,3 +128,29 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0003' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0003 -> fb0004
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+CREATE TABLE feedback_backfill_lease (
+            name text PRIMARY KEY,
+            holder text NOT NULL,
+            command text NOT NULL,
+            hostname text NOT NULL,
+            pid bigint NOT NULL,
+            invocation_id bigint,
+            acquired_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL
+        );
+
+ALTER TABLE feedback_backfill_invocations ADD COLUMN rate_limit_wait_s double precision NOT NULL DEFAULT 0, ADD COLUMN outage_wait_s double precision NOT NULL DEFAULT 0;
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0004' WHERE feedback_backfill_alembic_version.version_num = 'fb0003';
+
+COMMIT;
+
