@@ -29,11 +29,16 @@ APP_SCHEMA = app_schema()
 OUR_ENV = ("DATABASE_URL", "LANGSMITH_", "LANGCHAIN_", "PG", "BACKFILL_")
 
 
+#: Why PostgreSQL cannot be started, if it cannot (the unit layer, tests/unit, needs none).
+NO_SERVER: list[str] = []
+
+
 def _pg_ctl() -> str:
     try:
         real = str(find_bindir() / "pg_ctl")  # the demo's lookup: $PG_CTL, PATH, newest Debian
     except ConfigError as exc:
-        pytest.exit(str(exc), returncode=4)
+        NO_SERVER.append(str(exc))
+        return "pg_ctl"
     if os.geteuid() != 0:
         return real
     os.environ["REAL_PG_CTL"] = real
@@ -41,6 +46,12 @@ def _pg_ctl() -> str:
 
 
 postgresql_proc = factories.postgresql_proc(executable=_pg_ctl(), host="127.0.0.1", port=None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without server binaries, stop at once with the reason, unless no test needs a server."""
+    if NO_SERVER and any("postgresql_proc" in getattr(item, "fixturenames", ()) for item in items):
+        pytest.exit(NO_SERVER[0], returncode=4)
 
 
 def _dsn(proc: PostgreSQLExecutor, dbname: str) -> str:
