@@ -1,6 +1,6 @@
 """The project's fake LangSmith in its own process, for the benchmarks.
 
-    python bench/fake_server.py --latency-ms 20 [--feedback sparse]
+    python -m bench.fake_server --latency-ms 20 [--feedback sparse]    # from the project root
 
 Prints its URL on the first stdout line, then answers commands read from stdin, one a line:
 ``count`` prints how many GET /feedback requests it has received (the benchmarks' request
@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backfill import synthetic
 from backfill.fake_langsmith import FakeLangSmith

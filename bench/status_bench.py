@@ -1,7 +1,7 @@
 """How fast is `backfill status` on a large archive? EXPLAIN of each query, then wall times.
 
-    python bench/status_bench.py --rows 1000000          # a throwaway PostgreSQL, as the tests start it
-    DATABASE_URL=postgresql://.../scratch python bench/status_bench.py --rows 1000000
+    python -m bench.status_bench --rows 1000000          # a throwaway PostgreSQL, as the tests start it
+    DATABASE_URL=postgresql://.../scratch python -m bench.status_bench --rows 1000000
 
 With DATABASE_URL the database must be an EMPTY scratch one: the bench creates the app's
 schema there, migrates it and fills it (it refuses if a `runs` table exists).
@@ -19,19 +19,15 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import backfill  # noqa: E402
-from backfill import db, migrate  # noqa: E402
-from backfill.config import Database, Window  # noqa: E402
-from backfill.embedded import EmbeddedPostgres  # noqa: E402
-from backfill.errors import ConfigError  # noqa: E402
-from backfill.sql import QUERIES, app_schema  # noqa: E402
+import backfill
+from backfill import db, migrate
+from backfill.config import Database, Window
+from backfill.embedded import EmbeddedPostgres
+from backfill.errors import ConfigError
+from backfill.sql import QUERIES, app_schema
 
 FILL_RUNS = """
 INSERT INTO runs (run_id, trace_id, project, run_date, data)
@@ -69,7 +65,7 @@ FROM generate_series(1, 3) AS k
 
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL (the demo's and bench/run.py's EmbeddedPostgres); removed after."""
+    """A throwaway PostgreSQL (the demo's and `python -m bench`'s EmbeddedPostgres); removed after."""
     try:
         pg = EmbeddedPostgres.start()
     except ConfigError as exc:

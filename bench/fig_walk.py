@@ -1,0 +1,143 @@
+"""Figure 3, walk cost: walk_batch per batch on 100 k vs 1 M rows, 90 % already examined.
+
+Two layouts of the examined rows: marked in the row (feedback_records = []) or left in the
+checkpoint as no_feedback. ``next_invocation`` also measures figure 2's archive once backfilled.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import psycopg
+
+import backfill
+from backfill import db, migrate
+from backfill.config import Database, Window
+from backfill.runner import count_pending, walk
+from backfill.sql import QUERIES
+from bench.builders import FILL_NO_FEEDBACK, build_small, vacuum
+from bench.harness import BATCH, SINCE, UNTIL, Server, say
+from bench.report import Results, verdict
+
+WALK_OPTIONS = backfill.RunOptions(window=Window(SINCE, UNTIL), batch_size=BATCH)
+
+#: (count_pending s, per-batch walk_batch times, first batch s, rows) of a whole walk.
+Walked = tuple[float, list[float], float, int]
+
+
+def walk_all(url: str) -> Walked:
+    """(count_pending s, per-batch walk_batch times, first batch s, rows): the runner's own walk."""
+    times: list[float] = []
+    gw = db.connect(Database(url))
+    try:
+        t = time.perf_counter()
+        count_pending(gw, WALK_OPTIONS)
+        count_s = time.perf_counter() - t
+        total = 0
+        batches = walk(gw, WALK_OPTIONS)
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            times.append(time.perf_counter() - t)
+            if batch is None:
+                break
+            total += len(batch)
+    finally:
+        gw.close()
+    return count_s, times, times[0], total
+
+
+def next_invocation(url: str) -> tuple[float, float, int]:
+    """(count_pending s, first walk batch s, rows it returns) of a new invocation over the window."""
+    gw = db.connect(Database(url))
+    try:
+        t = time.perf_counter()
+        count_pending(gw, WALK_OPTIONS)
+        count_s = time.perf_counter() - t
+        t = time.perf_counter()
+        batch = next(walk(gw, WALK_OPTIONS), [])
+        return count_s, time.perf_counter() - t, len(batch)
+    finally:
+        gw.close()
+
+
+def explain_walk(url: str) -> str:
+    """EXPLAIN of walk_batch on the window's first day, first batch."""
+    params = {
+        "day": SINCE,
+        "projects": None,
+        "max_attempts": 3,
+        "refetch_since": None,
+        "after_id": 0,
+        "batch_size": BATCH,
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['walk_batch']}", params).fetchall()
+    return "\n".join(r[0] for r in plan)
+
+
+def figure_walk(server: Server, size: dict[str, Any], res: Results) -> None:
+    small, large = size["walk_rows"]
+    found: dict[tuple[str, int], Walked] = {}
+    for layout in ("marked", "checkpointed"):
+        for rows in (small, large):
+            found[(layout, rows)] = _walk_layout(server, res, layout, rows, explain=rows == large)
+    for layout, label in (
+        ("marked", "90 % enriched (feedback_records = [])"),
+        ("checkpointed", "90 % examined: 30 % enriched, 60 % no_feedback in the checkpoint"),
+    ):
+        _add_rows(res, layout, label, (small, found[(layout, small)]), (large, found[(layout, large)]))
+
+
+def _walk_layout(server: Server, res: Results, layout: str, rows: int, explain: bool) -> Walked:
+    """Build ``rows`` runs, 90 % examined in ``layout``, and walk them all."""
+    say(f"figure 3: {rows:,} rows, 90 % examined ({layout})")
+    url = server.create("walk")
+    build_small(url, rows, examined=rows * 9 // 10, layout=layout, sparse=False)
+    migrate.upgrade(Database(url))
+    if layout == "checkpointed":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(FILL_NO_FEEDBACK, {"examined": rows * 9 // 10})
+    vacuum(url, table="")  # the steady state: everything analyzed
+    walked = walk_all(url)
+    if explain:
+        res.details.append(
+            f"EXPLAIN (ANALYZE, BUFFERS) of walk_batch, first batch, {rows:,} rows, layout {layout}:\n\n```\n"
+            f"{explain_walk(url)}\n```"
+        )
+    server.drop("walk")
+    return walked
+
+
+def _add_rows(res: Results, layout: str, label: str, small: tuple[int, Walked], large: tuple[int, Walked]) -> None:
+    (n_small, (c_s, t_s, f_s, _)), (n_large, (c_l, t_l, f_l, _)) = small, large
+    med_s, med_l = statistics.median(t_s[1:-1]) * 1000, statistics.median(t_l[1:-1]) * 1000
+    res.add(
+        "3 walk",
+        f"walk_batch ms per batch, median ({label}): {n_small:,} vs {n_large:,} rows",
+        f"{med_s:.2f} vs {med_l:.2f}",
+        "",
+        f"{med_l / med_s:.2f}x",
+        "flat",
+        verdict(med_l / med_s < 1.5) if layout == "marked" else "",
+    )
+    res.add(
+        "3 walk",
+        f"  first walk_batch of an invocation ms ({layout}): {n_small:,} vs {n_large:,} rows",
+        f"{f_s * 1000:.1f} vs {f_l * 1000:.1f}",
+        "",
+        f"{f_l / f_s:.1f}x",
+        "flat",
+        verdict(f_l / f_s < 1.5),
+    )
+    res.add(
+        "3 walk",
+        f"  count_pending ms at start ({layout}): {n_small:,} vs {n_large:,} rows",
+        f"{c_s * 1000:.1f} vs {c_l * 1000:.1f}",
+        "",
+        f"{c_l / c_s:.1f}x",
+        "",
+        "",
+    )
