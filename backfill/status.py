@@ -604,6 +604,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
     try:
         gw.require_schema()
         gw.execute("status_snapshot")
+        gw.execute("status_no_jit")
         lock = gw.one("status_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
         invocations = gw.execute("status_invocations")
         runs = _invocations(invocations, lock["runner_pid"] is not None)

@@ -208,6 +208,14 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_promised_idx ON runs (run_
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_extractor_idx ON runs (run_date, id) WHERE (data -> 'feedback_records') @? '$[*].feedback_source_type';
 
+-- if runs_feedback_missing_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_missing_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_missing_idx ON runs (run_date, id) WHERE COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null' AND data @? '$.feedback_stats.* ? (@.n > 0)';
+
+-- if feedback_backfill_status_ledger_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY feedback_backfill_status_ledger_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS feedback_backfill_status_ledger_idx ON feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL;
+
 RESET statement_timeout;
 
 RESET lock_timeout;

@@ -21,6 +21,8 @@ from .helpers import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_INDEXES = {
+    "runs_feedback_missing_idx",
+    "feedback_backfill_status_ledger_idx",
     "runs_feedback_records_gin_idx",
     "runs_feedback_stats_gin_idx",
     "runs_feedback_pending_idx",

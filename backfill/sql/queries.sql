@@ -335,59 +335,89 @@ ORDER BY s.run_date, s.state, s.reason;
 
 -- status_data_by_day --
 -- What the rows of the window hold now, per day, as (figure, run_date, n), counted from the
--- partial indexes of runs alone (run_date, id): never a document. Each predicate is, word
+-- partial indexes of runs (run_date, id) alone: never a document. Each predicate is, word
 -- for word, its index's (runs_feedback_pending_idx: lacking records; _promised_idx:
--- feedback_stats count records; _extractor_idx: the extractor's reduced records). Joins
--- of two of them are on id, which both hold (index-only scans, hashed). The checkpoint
--- joins on row_id (runs.id when we checkpointed it; the extractor's upsert keeps it);
--- status rows written before fb0005 have none and are matched by run_id instead (one probe
--- of runs' unique index and a heap visit each, never data).
--- With --project the index entries are filtered by runs.project (a heap visit each).
-WITH pending AS (
-    SELECT r.id, r.run_date FROM runs AS r
-    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-      AND r.run_date >= %(since)s AND r.run_date < %(until)s
-      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-), promised AS (
-    SELECT r.id, r.run_date FROM runs AS r
-    WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
-      AND r.run_date >= %(since)s AND r.run_date < %(until)s
-      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-), extractor AS (
-    SELECT r.id, r.run_date FROM runs AS r
-    WHERE (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
-      AND r.run_date >= %(since)s AND r.run_date < %(until)s
-      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-), ledger AS (
-    -- rows we wrote records to, by runs.id
-    SELECT s.row_id AS id, s.run_date FROM feedback_backfill_status AS s
-    WHERE s.records_md5 IS NOT NULL AND s.row_id IS NOT NULL
-      AND s.run_date >= %(since)s AND s.run_date < %(until)s
-    UNION ALL
-    SELECT r.id, s.run_date FROM feedback_backfill_status AS s JOIN runs AS r ON r.run_id = s.run_id
-    WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL
-      AND s.run_date >= %(since)s AND s.run_date < %(until)s
-), ledger_in_scope AS (
-    SELECT l.id, l.run_date FROM ledger AS l
-    WHERE %(projects)s::text[] IS NULL
-       OR EXISTS (SELECT 1 FROM runs AS r WHERE r.id = l.id AND r.project = ANY(%(projects)s::text[]))
-)
-SELECT 'lacking' AS figure, p.run_date, count(*)::bigint AS n FROM pending AS p GROUP BY p.run_date
+-- feedback_stats count records; _missing_idx: both; _extractor_idx: the extractor's reduced
+-- records). The checkpoint's ledger joins them on (run_date, row_id), runs.id when we
+-- checkpointed the row (the extractor's upsert keeps it): both sides are read in that order
+-- from their indexes and merged. Status rows written before fb0005 have no row_id and are
+-- matched by run_id instead (a probe of runs' unique index and a heap visit each, not data).
+-- With --project the runs' index entries are filtered by runs.project (a heap visit each).
+SELECT 'lacking' AS figure, r.run_date, count(*)::bigint AS n
+FROM runs AS r
+WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
 UNION ALL
-SELECT 'promised', q.run_date, count(*) FROM promised AS q GROUP BY q.run_date
+SELECT 'promised', r.run_date, count(*)
+FROM runs AS r
+WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
 UNION ALL
-SELECT 'promised_lacking', q.run_date, count(*) FROM promised AS q JOIN pending AS p ON p.id = q.id
-GROUP BY q.run_date
+SELECT 'promised_lacking', r.run_date, count(*)
+FROM runs AS r
+WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
 UNION ALL
-SELECT 'extractor_records', x.run_date, count(*) FROM extractor AS x GROUP BY x.run_date
+SELECT 'extractor_records', r.run_date, count(*)
+FROM runs AS r
+WHERE (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
 UNION ALL
-SELECT 'ledger', l.run_date, count(*) FROM ledger_in_scope AS l GROUP BY l.run_date
+SELECT 'ledger', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL
+       OR EXISTS (SELECT 1 FROM runs AS r
+                  WHERE (r.id = s.row_id OR (s.row_id IS NULL AND r.run_id = s.run_id))
+                    AND r.project = ANY(%(projects)s::text[])))
+GROUP BY s.run_date
 UNION ALL
-SELECT 'lacking_now', l.run_date, count(*) FROM ledger_in_scope AS l JOIN pending AS p ON p.id = l.id
-GROUP BY l.run_date
+SELECT 'lacking_now', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_date = s.run_date AND r.id = s.row_id
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY s.run_date
 UNION ALL
-SELECT 'ledger_extractor', l.run_date, count(*) FROM ledger_in_scope AS l JOIN extractor AS x ON x.id = l.id
-GROUP BY l.run_date;
+SELECT 'ledger_extractor', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_date = s.run_date AND r.id = s.row_id
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY s.run_date
+UNION ALL
+-- status rows checkpointed before fb0005 (no row_id), lacking records or the extractor's now
+SELECT CASE WHEN COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+            THEN 'lacking_now' ELSE 'ledger_extractor' END, s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+       OR (r.data -> 'feedback_records') @? '$[*].feedback_source_type')
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY 1, s.run_date;
+
+-- status_no_jit --
+-- For the report's read-only transaction only: its estimates over partial indexes are coarse,
+-- and JIT compiling them costs more than the queries themselves (seconds on 1 M rows).
+SELECT set_config('jit', 'off', true);
 
 -- status_invocations --
 -- Every `backfill run` (one row each: a small table), oldest first.

@@ -16,10 +16,11 @@ its own reduced records, or no key at all). What this revision adds, all beside 
 * ``row_id``: ``runs.id`` of the row we checkpointed (the extractor's upsert keeps it), so
   that `backfill status` joins the checkpoint to the partial indexes of ``runs``, which hold
   (run_date, id) only, without visiting the table.
-* Two partial indexes of ``runs`` (run_date, id), like runs_feedback_pending_idx: rows whose
-  ``feedback_stats`` promise records, and rows holding the extractor's reduced records (a
-  record with a top-level ``feedback_source_type``; the API's records carry
-  ``feedback_source``). `backfill status` counts them index-only, never reading a document.
+* Three partial indexes of ``runs`` (run_date, id), like runs_feedback_pending_idx: rows whose
+  ``feedback_stats`` promise records, those of them still lacking records, and rows holding
+  the extractor's reduced records (a record with a top-level ``feedback_source_type``; the
+  API's records carry ``feedback_source``); and the ledger's (run_date, row_id). `backfill
+  status` counts them index-only and joins them by merging, never reading a document.
   Built CONCURRENTLY as in fb0002 (the same invalid-leftover handling, the same -x lock_timeout).
 * ``feedback_records_v`` reads both shapes: ``source_type`` from ``feedback_source.type`` or
   ``feedback_source_type``, and ``written_by`` (backfill | extractor).
@@ -43,9 +44,16 @@ depends_on: str | Sequence[str] | None = None
 PROMISED = "data @? '$.feedback_stats.* ? (@.n > 0)'"
 EXTRACTOR = "(data -> 'feedback_records') @? '$[*].feedback_source_type'"
 
+#: fb0002's PENDING, word for word.
+PENDING = "COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null'"
+
 INDEXES: dict[str, str] = {
     "runs_feedback_promised_idx": f"runs (run_date, id) WHERE {PROMISED}",
     "runs_feedback_extractor_idx": f"runs (run_date, id) WHERE {EXTRACTOR}",
+    # promised and still lacking: the missing_records alert's rows (small once enriched)
+    "runs_feedback_missing_idx": f"runs (run_date, id) WHERE {PENDING} AND {PROMISED}",
+    # the ledger in the same order as the runs indexes: status joins them by merging
+    "feedback_backfill_status_ledger_idx": "feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL",
 }
 
 TS = r"'^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}'"
