@@ -200,6 +200,8 @@ SET statement_timeout = 0;
 
 ALTER TABLE feedback_backfill_status VALIDATE CONSTRAINT feedback_backfill_status_prior_check;
 
+CREATE STATISTICS IF NOT EXISTS runs_feedback_pending_stx ON (COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null')) FROM runs;
+
 -- if runs_feedback_promised_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_promised_idx;
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_promised_idx ON runs (run_date, id) WHERE data @? '$.feedback_stats.* ? (@.n > 0)';
