@@ -342,19 +342,21 @@ ORDER BY s.run_date, s.state, s.reason;
 -- checkpointed the row (the extractor's upsert keeps it): both sides are read in that order
 -- from their indexes and merged. Status rows written before fb0005 have no row_id and are
 -- matched by run_id instead (a probe of runs' unique index and a heap visit each, not data).
--- With --project the runs' index entries are filtered by runs.project (a heap visit each).
+-- With --project the runs' index entries are filtered by runs.project (a heap visit each,
+-- never data): written `project || ''` so that the planner cannot take the project's rows
+-- from idx_runs_project and test each document against the predicates instead.
 SELECT 'lacking' AS figure, r.run_date, count(*)::bigint AS n
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY r.run_date
 UNION ALL
 SELECT 'promised', r.run_date, count(*)
 FROM runs AS r
 WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY r.run_date
 UNION ALL
 SELECT 'promised_lacking', r.run_date, count(*)
@@ -362,14 +364,14 @@ FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY r.run_date
 UNION ALL
 SELECT 'extractor_records', r.run_date, count(*)
 FROM runs AS r
 WHERE (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY r.run_date
 UNION ALL
 SELECT 'ledger', s.run_date, count(*)
@@ -389,7 +391,7 @@ WHERE s.records_md5 IS NOT NULL
   AND s.run_date >= %(since)s AND s.run_date < %(until)s
   AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY s.run_date
 UNION ALL
 SELECT 'ledger_extractor', s.run_date, count(*)
@@ -399,7 +401,7 @@ WHERE s.records_md5 IS NOT NULL
   AND s.run_date >= %(since)s AND s.run_date < %(until)s
   AND (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
   AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY s.run_date
 UNION ALL
 -- status rows checkpointed before fb0005 (no row_id), lacking records or the extractor's now
@@ -411,7 +413,7 @@ WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL
   AND s.run_date >= %(since)s AND s.run_date < %(until)s
   AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
        OR (r.data -> 'feedback_records') @? '$[*].feedback_source_type')
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY 1, s.run_date;
 
 -- status_no_jit --
