@@ -36,6 +36,12 @@ partial indexes of ``runs`` (run_date, id), never from a document (see status_da
   (promised - promised_lacking) / promised: rows holding detailed records among the rows
   whose feedback_stats promise records, examined or not, whoever wrote the records.
 
+These come from index-only scans of runs_feedback_pending_idx, _promised_idx, _missing_idx,
+_extractor_idx and feedback_backfill_status_ledger_idx, merged on (run_date, id); with
+``--project`` each index entry's ``runs.project`` is read from the table (a heap visit, never
+``data``), which is slower (see docs/benchmarks.md). Rows examined before fb0005 (no
+``row_id`` in the checkpoint) are matched by run_id, one probe each.
+
 Alerts (the spec's thresholds): CRITICAL when failure_rate > 5 %; WARNING when the last
 finished run, if it examined rows, ran below 2/3 of the mean throughput of the earlier runs
 that examined rows. Runs are those of the whole database, whatever the window.
@@ -604,7 +610,6 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
     try:
         gw.require_schema()
         gw.execute("status_snapshot")
-        gw.execute("status_no_jit")
         lock = gw.one("status_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
         invocations = gw.execute("status_invocations")
         runs = _invocations(invocations, lock["runner_pid"] is not None)
@@ -617,6 +622,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
             "projects": list(window.projects) or None,
             "max_attempts": max_attempts,
         }
+        gw.execute("status_settings", where)
         per_day = {r["run_date"]: r["total"] for r in gw.execute("status_runs_by_day", where)}
         by_day = "status_checkpoint_by_day_projects" if window.projects else "status_checkpoint_by_day"
         checkpoint = gw.execute(by_day, where)

@@ -131,7 +131,8 @@ def explain(url: str, window: Window) -> None:
         "max_attempts": 3,
         "lock_key": db.RUNNER_LOCK_KEY,
     }
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url) as conn:  # one transaction, with the report's own settings
+        conn.execute(QUERIES["status_settings"])
         names = ["status_runs_by_day", "status_checkpoint_by_day_projects", "status_data_by_day"]
         if not window.projects:
             names = [
