@@ -180,7 +180,7 @@ def status_command(
     ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Report the backfill's progress from the checkpoint (no API call, no write)."""
+    """Report the backfill's progress and what the rows hold now (no API call, no write)."""
     debug = ctx.obj["debug"]
     try:
         window = Window.parse(since, until, project or ())
