@@ -108,6 +108,14 @@ def run_command(
         bool,
         typer.Option("--refetch", help="Refresh rows already examined: replace the records we stored (resumable)."),
     ] = False,
+    replace_extractor_records: Annotated[
+        bool,
+        typer.Option(
+            "--replace-extractor-records",
+            help="With --refetch: also replace the extractor's own reduced records by the API's full ones"
+            " (revert restores them byte for byte).",
+        ),
+    ] = False,
     follow: Annotated[
         bool, typer.Option("--follow", help="Keep enriching new rows, a pass every --interval, until SIGTERM.")
     ] = False,
@@ -125,6 +133,7 @@ def run_command(
             dry_run=dry_run,
             progress=not no_progress and not follow and sys.stderr.isatty(),
             refetch=refetch,
+            replace_extractor_records=replace_extractor_records,
         )
         if timeout <= 0:
             raise UsageError("--timeout must be positive")
@@ -171,7 +180,7 @@ def status_command(
     ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Report the backfill's progress from the checkpoint (no API call, no write)."""
+    """Report the backfill's progress and what the rows hold now (no API call, no write)."""
     debug = ctx.obj["debug"]
     try:
         window = Window.parse(since, until, project or ())

@@ -39,28 +39,54 @@ class Drift:
 
 
 @dataclass
+class LocalChange:
+    """A row whose stored records are no longer the ones we wrote (md5 in the ledger)."""
+
+    run_id: str
+    kind: str  # vanished (absent or null: re-archived) | extractor (its reduced records) | changed
+
+    def line(self) -> str:
+        what = {
+            "vanished": "records vanished since we wrote them (re-archived?)",
+            "extractor": "the extractor's own records replaced ours (left; see run --refetch"
+            " --replace-extractor-records)",
+            "changed": "records changed in the database since we wrote them",
+        }[self.kind]
+        return f"{self.run_id}  local change: {what}"
+
+
+@dataclass
 class VerifyReport:
     checked: int = 0
     drifts: list[Drift] = field(default_factory=list)
     unverified: list[Drift] = field(default_factory=list)
     fixed: int = 0
     api_requests: int = 0
+    local: list[LocalChange] = field(default_factory=list)
+    local_fixed: int = 0
 
     @property
     def exit_code(self) -> int:
-        """3 drift found and left; else 1 when some runs could not be fetched; else 0."""
-        if len(self.drifts) > self.fixed:
+        """3 drift or local changes found and left; else 1 when some runs could not be fetched; else 0."""
+        if len(self.drifts) > self.fixed or len(self.local) > self.local_fixed:
             return 3
         return 1 if self.unverified else 0
 
     def lines(self) -> list[str]:
-        out = [d.line() for d in self.drifts + self.unverified]
+        out = [c.line() for c in self.local]
+        out += [d.line() for d in self.drifts + self.unverified]
         totals = [sum(len(getattr(d, k)) for d in self.drifts) for k in ("added", "changed", "deleted")]
         out.append(
             f"verified {self.checked} enriched run(s) against LangSmith: {len(self.drifts)} drifted"
             f" ({totals[0]} records added, {totals[1]} changed, {totals[2]} deleted since stored);"
             f" {self.fixed} re-patched; {len(self.unverified)} not verified (API error);"
             f" {self.api_requests} API request(s)"
+        )
+        kinds = {k: sum(c.kind == k for c in self.local) for k in ("vanished", "changed", "extractor")}
+        out.append(
+            f"local changes: {len(self.local)} run(s) no longer hold the records we wrote"
+            f" ({kinds['vanished']} vanished, {kinds['changed']} changed, {kinds['extractor']} the extractor's);"
+            f" {self.local_fixed} re-enriched"
         )
         return out
 
@@ -110,12 +136,35 @@ def verify(
         run_ids = [r["run_id"] for r in gw.execute("verify_sample", params)]
         gw.commit()
         for start in range(0, len(run_ids), batch_size):
-            chunk = gw.execute("verify_rows", {"run_ids": run_ids[start : start + batch_size]})
+            rows = gw.execute("verify_rows", {"run_ids": run_ids[start : start + batch_size]})
             gw.commit()
-            report.checked += len(chunk)
-            fetched = fetch_isolating(source, [r["run_id"] for r in chunk])
+            # Rows that no longer hold what we wrote are a local change, not drift of the API.
+            chunk = [r for r in rows if r["ours"]]
+            changed = [r for r in rows if not r["ours"]]
+            for r in changed:
+                kind = "vanished" if r["vanished"] else "extractor" if r["extractor"] else "changed"
+                report.local.append(LocalChange(r["run_id"], kind))
+            # the extractor's records are left alone; vanished and changed ones are re-enriched
+            refetch = [r for r in changed if not r["extractor"]] if fix else []
+            report.checked += len(chunk) + len(changed)
+            fetched = fetch_isolating(source, [r["run_id"] for r in chunk + refetch])
             drifted: list[Row] = []
             outcomes = {}
+            local_rows: list[Row] = []
+            local_outcomes = {}
+            for r in refetch:
+                got = fetched[r["run_id"]]
+                if isinstance(got, str):
+                    report.unverified.append(Drift(r["run_id"], error=got))
+                    continue
+                outcome = decide(got, r["feedback_stats"])
+                if outcome.state == DONE:
+                    local_rows.append(Row(r["id"], r["run_id"], r["run_date"], r["data_type"], r["feedback_stats"]))
+                    local_outcomes[r["run_id"]] = outcome
+            if local_rows:
+                summary = RunSummary()
+                write(gw, local_rows, local_outcomes, summary, refetch=True, replace="any")
+                report.local_fixed += summary.enriched
             for r in chunk:
                 got = fetched[r["run_id"]]
                 if isinstance(got, str):
@@ -201,4 +250,4 @@ def revert(database: Database, window: Window, dry_run: bool = False) -> Change:
     return _by_day(database, window, dry_run, "revert_count", keep_ledger=False, revert=True)
 
 
-__all__ = ["Change", "Drift", "VerifyReport", "compare", "reset", "retry", "revert", "verify"]
+__all__ = ["Change", "Drift", "LocalChange", "VerifyReport", "compare", "reset", "retry", "revert", "verify"]

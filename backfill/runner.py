@@ -48,6 +48,8 @@ class RunOptions:
     max_retries: int = 5
     backoff_s: float = 0.5
     refetch: bool = False
+    #: With refetch: also replace the extractor's reduced records by the API's (revert restores them).
+    replace_extractor_records: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,6 +58,7 @@ class RunOptions:
             (self.max_attempts >= 1, "--max-attempts must be 1 or more"),
             (self.limit is None or self.limit >= 1, "--limit must be 1 or more"),
             (self.max_retries >= 1, "max_retries must be 1 or more"),
+            (self.refetch or not self.replace_extractor_records, "--replace-extractor-records needs --refetch"),
         ]
         for ok, message in checks:
             if not ok:
@@ -208,6 +211,7 @@ def _params(options: RunOptions, refetch_since: dt.datetime | None = None) -> di
         "projects": list(options.window.projects) or None,
         "max_attempts": options.max_attempts,
         "refetch_since": refetch_since,
+        "replace_extractor": options.replace_extractor_records,
     }
 
 
@@ -455,7 +459,8 @@ def _batch(
                 else decide(got, row.feedback_stats, keep_partial=last_attempt and not options.refetch)
             )
     requests, errors = source.requests - counted[0], source.errors - counted[1]
-    write(gw, batch, outcomes, summary, requests, errors, refetch=options.refetch)
+    replace = "extractor" if options.replace_extractor_records else "none"
+    write(gw, batch, outcomes, summary, requests, errors, refetch=options.refetch, replace=replace)
     return source.requests, source.errors
 
 
@@ -479,10 +484,12 @@ def write(
     errors: int = 0,
     *,
     refetch: bool = False,
+    replace: str = "none",
 ) -> None:
     """Patch the enriched rows and checkpoint the batch, in one transaction.
 
-    With ``refetch``, feedback_records are replaced where they are still ours.
+    With ``refetch``, feedback_records are replaced where they are still ours; ``replace``
+    ("extractor" or "any") also replaces records someone else wrote (see patch_refetch).
     """
     # done rows, and a mismatch's partial records on its last attempt
     patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.records]
@@ -499,7 +506,7 @@ def write(
                     ]
                 if mine:
                     query = "patch_refetch" if refetch else "patch_batch"
-                    params = {"patch": db.Jsonb(mine), "ids": [p["id"] for p in mine]}
+                    params = {"patch": db.Jsonb(mine), "ids": [p["id"] for p in mine], "replace": replace}
                     patched = {r["run_id"]: r for r in gw.execute(query, params)}
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
                 gw.execute(
@@ -554,6 +561,8 @@ def _checkpoint_rows(
                 "records": len(o.records),
                 "stats_count": promised(row.feedback_stats),
                 "prior": patched[row.run_id]["prior"] if row.run_id in patched else None,
+                "prior_records": patched[row.run_id]["prior_records"] if row.run_id in patched else None,
+                "row_id": row.id,
                 "records_md5": patched[row.run_id]["records_md5"] if row.run_id in patched else None,
                 "last_error": o.error,
             }

@@ -1,4 +1,4 @@
-"""`backfill status`: how far the backfill is, read from the checkpoint, without the API.
+"""`backfill status`: how far the backfill is, from the checkpoint and the data, without the API.
 
 Everything comes from indexes: rows per day from ``runs (run_date)`` (or ``(project,
 run_date)``), the checkpoint from ``feedback_backfill_status (run_date, state) INCLUDE
@@ -17,9 +17,39 @@ read-only REPEATABLE READ snapshot. Figures:
   (its ``rows_failed`` and exit code 3 include invalid rows).
 * **rows_per_s** of a run = rows_examined / (coalesce(finished_at, heartbeat_at) - started_at).
 
+What the rows hold NOW (the extractor keeps re-archiving whole documents), counted from the
+partial indexes of ``runs`` (run_date, id), never from a document (see status_data_by_day):
+
+* **lacking**: rows whose ``feedback_records`` is absent or null (runs_feedback_pending_idx).
+* **lacking_now**: of them, rows the ledger says we wrote records to: re-archived since
+  (the next ``backfill run`` enriches them again).
+* **promised** / **promised_lacking**: rows whose ``feedback_stats`` count records
+  (runs_feedback_promised_idx), and those of them lacking records.
+* **extractor_records**: rows holding the extractor's own reduced records
+  (runs_feedback_extractor_idx: a record with ``feedback_source_type``).
+* **our_records**: rows the ledger says hold our records, neither lacking nor holding the
+  extractor's. A hand edit that keeps the API's shape still counts here: only md5, that is
+  the document, tells it, and ``backfill verify`` reads that.
+* **other_records**: rows holding records that are neither (rows - lacking -
+  extractor_records - our_records): e.g. records written by hand or by another tool.
+* **data feedback_coverage_rate** (the spec's Feedback Coverage Rate, from the data) =
+  (promised - promised_lacking) / promised: rows holding detailed records among the rows
+  whose feedback_stats promise records, examined or not, whoever wrote the records.
+
+These come from index-only scans of runs_feedback_pending_idx, _promised_idx, _missing_idx,
+_extractor_idx and feedback_backfill_status_ledger_idx, merged on (run_date, id); with
+``--project`` each index entry's ``runs.project`` is read from the table (a heap visit, never
+``data``), which is slower (see docs/benchmarks.md). Rows examined before fb0005 (no
+``row_id`` in the checkpoint) are matched by run_id, one probe each.
+
 Alerts (the spec's thresholds): CRITICAL when failure_rate > 5 %; WARNING when the last
 finished run, if it examined rows, ran below 2/3 of the mean throughput of the earlier runs
 that examined rows. Runs are those of the whole database, whatever the window.
+Records that stay missing (``missing_records``): WARNING when rows whose feedback_stats
+promise records lack them although their run_date ended 6+ hours ago (a follow mode that
+stopped, an extractor re-archiving faster than we enrich); CRITICAL when such rows are
+12+ days old (LangSmith's retention). A row's age is measured from the end of its run_date
+(the indexes hold the date, not the time): a lower bound of how long it has lacked them.
 
 ``--json`` prints one object with these keys (integers exact; floats only for rates,
 null when undefined, e.g. a division by zero; timestamps ISO 8601; dates YYYY-MM-DD):
@@ -45,11 +75,18 @@ null when undefined, e.g. a division by zero; timestamps ISO 8601; dates YYYY-MM
                   = ceil(pending / batch_size) x delay_ms (the last run's, else the defaults),
                   throughput {last_finished_id, rows_per_s, baseline_rows_per_s,
                   baseline_runs}
-``days``          [{run_date, total, done, no_feedback, invalid, failed, pending, at_risk}],
-                  oldest first, days with rows only; at_risk: run_date at least 12 days
-                  old with pending or failed rows (LangSmith keeps base traces 14 days;
-                  runs that received feedback get 400-day retention: a risk, not a certainty)
-``alerts``        [{level WARNING | CRITICAL, name failure_rate | throughput, value, threshold}]
+``data``          what the rows hold now: rows, lacking, lacking_now, promised,
+                  promised_lacking, extractor_records, our_records, other_records,
+                  feedback_coverage_rate (the spec's, from the data; null without promised rows)
+``days``          [{run_date, total, done, no_feedback, invalid, failed, pending, at_risk,
+                  lacking, lacking_now, promised, promised_lacking, extractor_records,
+                  our_records}], oldest first, days with rows only; at_risk: run_date at
+                  least 12 days old with pending or failed rows (LangSmith keeps base traces
+                  14 days; runs that received feedback get 400-day retention: a risk, not a
+                  certainty)
+``alerts``        [{level WARNING | CRITICAL, name failure_rate | throughput |
+                  missing_records, value, threshold}]: for missing_records, value = rows,
+                  threshold = hours (WARNING, 6) or days (CRITICAL, 12)
 ``status``        OK | WARNING | CRITICAL; ``exit_code`` 0 | 1 | 2 (what --check exits with)
 """
 
@@ -58,7 +95,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from . import db
@@ -75,6 +112,18 @@ WARNING_THROUGHPUT_RATIO = 2 / 3
 #: LangSmith deletes base traces after 14 days; a day this old with rows left is at risk.
 RETENTION_DAYS = 14
 AT_RISK_AGE_DAYS = 12
+#: Promised records still missing this long after the end of their run_date: WARNING.
+MISSING_WARNING_HOURS = 6
+#: The figures of status_data_by_day, per day.
+DATA_FIGURES = (
+    "lacking",
+    "lacking_now",
+    "promised",
+    "promised_lacking",
+    "extractor_records",
+    "ledger",
+    "ledger_extractor",
+)
 
 FAILED_REASONS = ("api_error", "mismatch", "unstorable")
 INVALID_REASONS = ("invalid_run_id", "not_an_object")
@@ -144,6 +193,34 @@ class Day:
     failed: int
     pending: int
     at_risk: bool
+    # what the rows hold now (see the module docstring)
+    lacking: int = 0
+    lacking_now: int = 0
+    promised: int = 0
+    promised_lacking: int = 0
+    extractor_records: int = 0
+    our_records: int = 0
+
+
+@dataclass(frozen=True)
+class Data:
+    """What the window's rows hold now, from the partial indexes (never a document)."""
+
+    rows: int = 0
+    lacking: int = 0
+    lacking_now: int = 0
+    promised: int = 0
+    promised_lacking: int = 0
+    extractor_records: int = 0
+    our_records: int = 0
+
+    @property
+    def other_records(self) -> int:
+        return max(self.rows - self.lacking - self.extractor_records - self.our_records, 0)
+
+    @property
+    def feedback_coverage_rate(self) -> float | None:
+        return _rate(self.promised - self.promised_lacking, self.promised)
 
 
 @dataclass(frozen=True)
@@ -220,6 +297,10 @@ class Alert:
     def describe(self) -> str:
         if self.name == "failure_rate":
             return f"failure rate {_pct(self.value)} > {CRITICAL_FAILURE_RATE:.0%}"
+        if self.name == "missing_records" and self.level == "CRITICAL":
+            return f"{self.value:,.0f} promised row(s) lack records at {self.threshold:.0f}+ days old (retention)"
+        if self.name == "missing_records":
+            return f"{self.value:,.0f} promised row(s) lack records {self.threshold:.0f}h+ after their day"
         return f"last run {self.value:.2f} rows/s < {self.threshold:.2f} (2/3 of the earlier runs' mean)"
 
 
@@ -239,6 +320,7 @@ class StatusReport:
     eta: Eta
     throughput: Throughput
     alerts: list[Alert] = field(default_factory=list)
+    data: Data = field(default_factory=Data)
 
     @property
     def status(self) -> str:
@@ -256,7 +338,10 @@ class StatusReport:
         if self.alerts:
             text = "; ".join(a.describe() for a in sorted(self.alerts, key=lambda a: -LEVELS[a.level]))
         elif t.rows:
-            text = f"coverage {_pct(t.coverage)}, {t.pending} pending, {t.failed + t.invalid} failed"
+            text = (
+                f"coverage {_pct(t.coverage)}, {t.pending} pending, {t.failed + t.invalid} failed,"
+                f" feedback coverage {_pct(self.data.feedback_coverage_rate)} (data)"
+            )
         else:
             text = "no rows in the window"
         perf = [
@@ -265,6 +350,10 @@ class StatusReport:
             f"rows={t.rows};;;0",
             f"pending={t.pending};;;0",
             f"failed={t.failed + t.invalid};;;0",
+            f"data_feedback_coverage={_perf_pct(self.data.feedback_coverage_rate)};;;0;100",
+            f"lacking_now={self.data.lacking_now};;;0",
+            f"promised_lacking={self.data.promised_lacking};;;0",
+            f"extractor_records={self.data.extractor_records};;;0",
         ]
         if self.throughput.rows_per_s is not None:
             perf.append(f"rows_per_s={self.throughput.rows_per_s:.3f};;;0")
@@ -297,6 +386,7 @@ class StatusReport:
             f"{t.delivered:,} of {t.promised:,} examined rows",
             f"  {'':<36}whose feedback_stats count records",
         ]
+        out += ["", *self._data_lines()]
         out += ["", f"{'Failures by reason':<20}{'rows':>10}{'attempts':>10}{f'at max ({self.max_attempts})':>14}"]
         for reason in REASONS:
             f = self.failures[reason]
@@ -311,11 +401,37 @@ class StatusReport:
             )
         if not self.days:
             out.append("  (no rows)")
+        else:
+            out += [
+                "",
+                f"{'Per day, data':<14}{'lacking':>9}{'re-arch':>9}{'ours':>9}{'extract':>9}"
+                f"{'promised':>10}{'missing':>9}",
+            ]
+            for d in self.days:
+                out.append(
+                    f"  {d.run_date.isoformat():<12}{d.lacking:>9,}{d.lacking_now:>9,}{d.our_records:>9,}"
+                    f"{d.extractor_records:>9,}{d.promised:>10,}{d.promised_lacking:>9,}"
+                )
         if any(d.at_risk for d in self.days):
             out += ["", *RISK_NOTE]
         out += ["", "Alerts"]
         out += [f"  {a.level:<9}{a.describe()}" for a in self.alerts] or ["  OK       none"]
         return out
+
+    def _data_lines(self) -> list[str]:
+        d = self.data
+        return [
+            f"{'What the rows hold now':<26}{'rows':>10}  (from the indexes, not the checkpoint)",
+            _total("lacking records", d.lacking, "feedback_records absent or null"),
+            _total("  re-archived since", d.lacking_now, "we had enriched them; next run redoes"),
+            _total("our records", d.our_records, "the API's, written by the backfill"),
+            _total("extractor's records", d.extractor_records, "its reduced shape; left as they are"),
+            _total("other records", d.other_records, "neither (by hand, another tool)"),
+            _total("promised records", d.promised, "feedback_stats count records"),
+            _total("  lacking them", d.promised_lacking),
+            f"  {'feedback coverage rate':<24}{_pct(d.feedback_coverage_rate):>10}  "
+            f"{d.promised - d.promised_lacking:,} of {d.promised:,} promised rows hold records",
+        ]
 
     def _run_lines(self) -> list[str]:
         out = [f"Runs ({self.runs_count} so far, all windows)"]
@@ -391,6 +507,17 @@ class StatusReport:
                 "feedback_coverage_rate": t.feedback_coverage_rate,
                 "failure_rate": t.failure_rate,
             },
+            "data": {
+                "rows": self.data.rows,
+                "lacking": self.data.lacking,
+                "lacking_now": self.data.lacking_now,
+                "promised": self.data.promised,
+                "promised_lacking": self.data.promised_lacking,
+                "extractor_records": self.data.extractor_records,
+                "our_records": self.data.our_records,
+                "other_records": self.data.other_records,
+                "feedback_coverage_rate": self.data.feedback_coverage_rate,
+            },
             "failures": {
                 "max_attempts": self.max_attempts,
                 "reasons": {
@@ -427,6 +554,12 @@ class StatusReport:
                     "failed": d.failed,
                     "pending": d.pending,
                     "at_risk": d.at_risk,
+                    "lacking": d.lacking,
+                    "lacking_now": d.lacking_now,
+                    "promised": d.promised,
+                    "promised_lacking": d.promised_lacking,
+                    "extractor_records": d.extractor_records,
+                    "our_records": d.our_records,
                 }
                 for d in self.days
             ],
@@ -489,14 +622,17 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
             "projects": list(window.projects) or None,
             "max_attempts": max_attempts,
         }
+        gw.execute("status_settings", where)
         per_day = {r["run_date"]: r["total"] for r in gw.execute("status_runs_by_day", where)}
         by_day = "status_checkpoint_by_day_projects" if window.projects else "status_checkpoint_by_day"
         checkpoint = gw.execute(by_day, where)
+        figures = gw.execute("status_data_by_day", where)
         gw.rollback()  # a read-only transaction: nothing to commit
     finally:
         gw.close()
     as_of: dt.datetime = lock["as_of"]
     totals, failures, days = _tally(per_day, checkpoint, as_of.astimezone(dt.UTC).date())
+    days, data = _data(days, figures)
     eta = Eta(
         pending=totals.pending,
         rows_per_s=last.rows_per_s if last else None,
@@ -516,7 +652,8 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         last_run=last,
         eta=eta,
         throughput=throughput,
-        alerts=_alerts(totals, throughput),
+        alerts=_alerts(totals, throughput) + _missing_alerts(days, as_of),
+        data=data,
     )
 
 
@@ -602,6 +739,53 @@ def _tally(
         delivered=sums["delivered"],
     )
     return totals, failures, days
+
+
+def _data(days: list[Day], figures: list[dict[str, Any]]) -> tuple[list[Day], Data]:
+    """Add what the rows hold now (status_data_by_day) to each day, and sum the window."""
+    by_day: dict[dt.date, Counter[str]] = {}
+    for row in figures:
+        by_day.setdefault(row["run_date"], Counter())[row["figure"]] += row["n"]
+    out = []
+    for d in days:
+        c = by_day.get(d.run_date, Counter())
+        ours = max(c["ledger"] - c["lacking_now"] - c["ledger_extractor"], 0)
+        out.append(
+            replace(
+                d,
+                lacking=c["lacking"],
+                lacking_now=c["lacking_now"],
+                promised=c["promised"],
+                promised_lacking=c["promised_lacking"],
+                extractor_records=c["extractor_records"],
+                our_records=ours,
+            )
+        )
+    data = Data(
+        rows=sum(d.total for d in out),
+        **{
+            k: sum(getattr(d, k) for d in out)
+            for k in ("lacking", "lacking_now", "promised", "promised_lacking", "extractor_records", "our_records")
+        },
+    )
+    return out, data
+
+
+def _missing_alerts(days: list[Day], as_of: dt.datetime) -> list[Alert]:
+    """Promised records missing 6h+ after the end of their run_date (WARNING), at 12+ days (CRITICAL)."""
+    today = as_of.astimezone(dt.UTC).date()
+    critical = sum(d.promised_lacking for d in days if (today - d.run_date).days >= AT_RISK_AGE_DAYS)
+    warning = 0
+    for d in days:
+        day_end = dt.datetime.combine(d.run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        if as_of - day_end >= dt.timedelta(hours=MISSING_WARNING_HOURS):
+            warning += d.promised_lacking
+    alerts = []
+    if critical:
+        alerts.append(Alert("CRITICAL", "missing_records", critical, AT_RISK_AGE_DAYS))
+    if warning - critical > 0:
+        alerts.append(Alert("WARNING", "missing_records", warning - critical, MISSING_WARNING_HOURS))
+    return alerts
 
 
 def _throughput(runs: list[Invocation]) -> Throughput:

@@ -154,3 +154,77 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0004' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0004 -> fb0005
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+ALTER TABLE feedback_backfill_status ADD COLUMN prior_records jsonb, ADD COLUMN refetched_at timestamptz, ADD COLUMN row_id bigint;
+
+ALTER TABLE feedback_backfill_status DROP CONSTRAINT feedback_backfill_status_prior_check;
+
+ALTER TABLE feedback_backfill_status ADD CONSTRAINT feedback_backfill_status_prior_check CHECK (prior IN ('absent', 'null', 'records') AND (prior = 'records') = (prior_records IS NOT NULL)) NOT VALID;
+
+CREATE OR REPLACE VIEW feedback_records_v AS
+        SELECT r.run_id,
+               r.project,
+               r.run_date,
+               f.ord AS position,
+               f.rec ->> 'id' AS feedback_id,
+               f.rec ->> 'key' AS key,
+               CASE WHEN jsonb_typeof(f.rec -> 'score') = 'number' THEN (f.rec ->> 'score')::numeric
+                    WHEN jsonb_typeof(f.rec -> 'score') = 'boolean' THEN (f.rec ->> 'score')::boolean::int
+               END AS score,
+               f.rec -> 'value' ->> 'verdict' AS verdict,
+               f.rec -> 'value' AS value,
+               f.rec ->> 'comment' AS comment,
+               CASE WHEN f.rec ->> 'created_at' ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}' THEN (f.rec ->> 'created_at')::timestamptz END AS created_at,
+               CASE WHEN f.rec ->> 'modified_at' ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}' THEN (f.rec ->> 'modified_at')::timestamptz END AS modified_at,
+               f.rec AS record,
+               COALESCE(f.rec -> 'feedback_source' ->> 'type', f.rec ->> 'feedback_source_type') AS source_type,
+               CASE WHEN f.rec ? 'feedback_source_type' AND NOT f.rec ? 'feedback_source' THEN 'extractor'
+                    ELSE 'backfill' END AS written_by
+        FROM runs AS r
+        CROSS JOIN LATERAL jsonb_array_elements(
+            CASE WHEN jsonb_typeof(r.data -> 'feedback_records') = 'array' THEN r.data -> 'feedback_records' END
+        ) WITH ORDINALITY AS f (rec, ord);
+
+COMMIT;
+
+SET lock_timeout = '5s';
+
+SET statement_timeout = 0;
+
+ALTER TABLE feedback_backfill_status VALIDATE CONSTRAINT feedback_backfill_status_prior_check;
+
+CREATE STATISTICS IF NOT EXISTS runs_feedback_pending_stx ON (COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null')) FROM runs;
+
+-- if runs_feedback_promised_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_promised_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_promised_idx ON runs (run_date, id) WHERE data @? '$.feedback_stats.* ? (@.n > 0)';
+
+-- if runs_feedback_extractor_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_extractor_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_extractor_idx ON runs (run_date, id) WHERE (data -> 'feedback_records') @? '$[*].feedback_source_type';
+
+-- if runs_feedback_missing_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_missing_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_missing_idx ON runs (run_date, id) WHERE COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null' AND data @? '$.feedback_stats.* ? (@.n > 0)';
+
+-- if feedback_backfill_status_ledger_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY feedback_backfill_status_ledger_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS feedback_backfill_status_ledger_idx ON feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL;
+
+RESET statement_timeout;
+
+RESET lock_timeout;
+
+BEGIN;
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0005' WHERE feedback_backfill_alembic_version.version_num = 'fb0004';
+
+COMMIT;
+

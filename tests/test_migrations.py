@@ -20,14 +20,23 @@ from backfill.sql import QUERIES
 from .helpers import seed
 
 ROOT = Path(__file__).resolve().parent.parent
-OUR_INDEXES = {"runs_feedback_records_gin_idx", "runs_feedback_stats_gin_idx", "runs_feedback_pending_idx"}
+OUR_INDEXES = {
+    "runs_feedback_missing_idx",
+    "feedback_backfill_status_ledger_idx",
+    "runs_feedback_records_gin_idx",
+    "runs_feedback_stats_gin_idx",
+    "runs_feedback_pending_idx",
+    "runs_feedback_promised_idx",
+    "runs_feedback_extractor_idx",
+}
 
 #: squawk rules we do not apply, each with its reason.
 SQUAWK_IGNORED = {
     "prefer-text-field": "the only varchar is Alembic's own version table, which Alembic creates",
     "ban-drop-table": "the downgrade drops our own two tables, never the app's",
     "ban-drop-view": "the downgrade drops our own analyst view, feedback_records_v",
-    "ban-drop-column": "the downgrade drops columns we added to our own invocations table",
+    "ban-drop-column": "the downgrade drops columns we added to our own invocations and status tables",
+    "ban-drop-constraint": "fb0005 widens (and its downgrade narrows) the ledger check of our own status table",
 }
 
 
@@ -71,7 +80,7 @@ def test_upgrade_coexists_with_the_app_history_and_downgrade_restores_it(app_dsn
     migrate.upgrade(Database(app_dsn))
     with psycopg.connect(app_dsn) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9405a9ff216f",)]
-        assert conn.execute("SELECT version_num FROM feedback_backfill_alembic_version").fetchall() == [("fb0004",)]
+        assert conn.execute("SELECT version_num FROM feedback_backfill_alembic_version").fetchall() == [("fb0005",)]
         checks = dict(
             conn.execute(
                 "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
@@ -166,7 +175,7 @@ def test_alembic_cli_from_the_project_root(app_dsn):
     assert done.returncode == 0, done.stderr
     assert all(valid for valid, _ in our_indexes(app_dsn).values())
     current = alembic_cli("current", env={"DATABASE_URL": app_dsn})
-    assert "fb0004 (head)" in current.stdout
+    assert "fb0005 (head)" in current.stdout
 
 
 def test_alembic_cli_errors_are_one_line_without_password(app_dsn):
@@ -194,7 +203,7 @@ def test_offline_sql_is_reviewable_and_passes_squawk(tmp_path):
     ):
         (block,) = [b for b in blocks if stmt in b]
         assert "BEGIN;" not in block.split(stmt)[0]
-    down = alembic_cli("downgrade", "fb0004:base", "--sql")
+    down = alembic_cli("downgrade", "fb0005:base", "--sql")
     assert down.returncode == 0, down.stderr
     for name, text in (("upgrade.sql", sql), ("downgrade.sql", down.stdout)):
         (tmp_path / name).write_text(text)

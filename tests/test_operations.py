@@ -266,3 +266,58 @@ def test_verify_reports_runs_it_could_not_fetch_apart_from_drift(dsn, fake):
     fake.poison(with_feedback(ids)[0])
     report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
     assert report.drifts == [] and len(report.unverified) == 1 and report.exit_code == 1
+
+
+def test_verify_reports_local_changes_apart_from_drift_and_fix_reenriches_them(dsn, fake):
+    ids = seed(dsn, 60)
+    go(dsn, fake)
+    enriched = with_feedback(ids)
+    gone, edited, theirs = enriched[:3]
+    hand_edit = [{**expected_records(edited)[0], "comment": "edited by hand"}, *expected_records(edited)[1:]]
+    reduced = [{"id": "x1", "run_id": theirs, "key": "final_verdict", "feedback_source_type": "api"}]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data || '{\"feedback_records\": null}' WHERE run_id = %s", (gone,))
+        for rid, recs in ((edited, hand_edit), (theirs, reduced)):
+            conn.execute(
+                "UPDATE runs SET data = data || jsonb_build_object('feedback_records', %s::jsonb) WHERE run_id = %s",
+                (Jsonb(recs), rid),
+            )
+    before_fix = raw_rows(dsn)
+    report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
+    assert report.checked == len(enriched)  # none silently skipped
+    assert report.drifts == [] and report.unverified == []
+    assert {c.run_id: c.kind for c in report.local} == {gone: "vanished", edited: "changed", theirs: "extractor"}
+    assert report.exit_code == 3
+    assert report.lines()[-1] == (
+        "local changes: 3 run(s) no longer hold the records we wrote (1 vanished, 1 changed, 1 the extractor's);"
+        " 0 re-enriched"
+    )
+    assert f"{gone}  local change: records vanished since we wrote them (re-archived?)" in report.lines()
+    fixed = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, fix=True, delay_ms=0)
+    assert fixed.local_fixed == 2 and fixed.exit_code == 3  # the extractor's records are left
+    after = rows(dsn)
+    assert after[gone]["feedback_records"] == expected_records(gone)
+    assert after[edited]["feedback_records"] == expected_records(edited)
+    assert after[theirs]["feedback_records"] == reduced
+    # revert gives each row what it held just before our latest write: the null, the hand edit
+    operations.revert(Database(dsn), ALL_TIME)
+    restored = raw_rows(dsn)
+    assert restored[gone] == before_fix[gone] and restored[edited] == before_fix[edited]
+    assert rows(dsn)[gone]["feedback_records"] is None
+    assert restored[theirs] == before_fix[theirs]
+
+
+def test_refetch_progress_is_its_own_marker_not_updated_at(dsn, fake):
+    seed(dsn, 30)
+    go(dsn, fake)
+    first = go(dsn, fake, refetch=True, limit=10, batch_size=10)
+    assert first.examined == 10
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE feedback_backfill_invocations SET outcome = 'interrupted'"
+            " WHERE id = (SELECT max(id) FROM feedback_backfill_invocations)"
+        )
+        # what `backfill retry` and every checkpoint do: updated_at moves on every row
+        conn.execute("UPDATE feedback_backfill_status SET updated_at = now() + interval '1 minute'")
+    resumed = go(dsn, fake, refetch=True, batch_size=10)
+    assert resumed.examined == 20  # the 20 rows the interrupted pass had not refetched, none skipped

@@ -41,12 +41,24 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
 -- count_refetch --
 -- How many rows of one day a `backfill run --refetch` pass has left (see walk_refetch).
 SELECT count(*) AS pending
-FROM feedback_backfill_status AS s
-JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_date = %(day)s
-  AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
-  AND s.updated_at < %(refetch_since)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]));
+FROM (
+    SELECT r.id
+    FROM feedback_backfill_status AS s
+    JOIN runs AS r ON r.run_id = s.run_id
+    WHERE s.run_date = %(day)s
+      AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
+      AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    UNION
+    SELECT r.id
+    FROM runs AS r
+    LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+    WHERE %(replace_extractor)s
+      AND (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+      AND r.run_date = %(day)s
+      AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+) AS todo;
 
 -- last_refetch --
 -- The latest --refetch invocation: if it did not finish, the next one resumes its pass.
@@ -116,45 +128,78 @@ FROM patch AS p JOIN before AS b ON b.id = p.id
 WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = p.id
   AND jsonb_typeof(r.data) = 'object'
   AND (NOT r.data ? 'feedback_records' OR r.data -> 'feedback_records' = 'null'::jsonb)
-RETURNING r.run_id, b.prior, md5((r.data -> 'feedback_records')::text) AS records_md5;
+RETURNING r.run_id, b.prior, NULL::text AS prior_records, md5((r.data -> 'feedback_records')::text) AS records_md5;
 
 -- walk_refetch --
 -- `backfill run --refetch`: the next batch of rows of the window already examined (done, no
 -- feedback, or holding the partial records of a mismatch) and not refetched since
--- %(refetch_since)s, one day at a time in keyset order on id.
-SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats, s.attempts
-FROM feedback_backfill_status AS s
-JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_date = %(day)s
-  AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
-  AND s.updated_at < %(refetch_since)s
-  AND r.id > %(after_id)s::integer
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-ORDER BY r.id
+-- %(refetch_since)s, one day at a time in keyset order on id. The pass's progress is its own
+-- marker, refetched_at: updated_at moves with every checkpoint and every `backfill retry`.
+-- With %(replace_extractor)s (--replace-extractor-records), also the day's rows holding the
+-- extractor's reduced records (runs_feedback_extractor_idx, predicate word for word).
+SELECT w.id, w.run_id, w.run_date, w.data_type, w.feedback_stats, w.attempts
+FROM (
+    SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
+           r.data -> 'feedback_stats' AS feedback_stats, s.attempts
+    FROM feedback_backfill_status AS s
+    JOIN runs AS r ON r.run_id = s.run_id
+    WHERE s.run_date = %(day)s
+      AND (s.state IN ('done', 'no_feedback') OR s.records_md5 IS NOT NULL)
+      AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
+      AND r.id > %(after_id)s::integer
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    UNION
+    SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
+           r.data -> 'feedback_stats' AS feedback_stats, COALESCE(s.attempts, 0) AS attempts
+    FROM runs AS r
+    LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+    WHERE %(replace_extractor)s
+      AND (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+      AND r.run_date = %(day)s
+      AND r.id > %(after_id)s::integer
+      AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+) AS w
+ORDER BY w.id
 LIMIT %(batch_size)s;
 
 -- patch_refetch --
--- Replace feedback_records in place, only where they are still the ones we wrote (md5 as
--- recorded) or absent/null: records the extractor wrote itself are never overwritten.
+-- Replace feedback_records in place where they are still the ones we wrote (md5 as recorded)
+-- or absent/null. Records someone else wrote are overwritten only on request:
+-- %(replace)s = 'extractor' (run --refetch --replace-extractor-records: the extractor's
+-- reduced records) or 'any' (verify --fix, for rows changed since we wrote them).
+-- The ledger describes the row just before our write: while it still holds our records,
+-- what it held before them (the ledger's); otherwise what it holds now (absent, null, or
+-- the records we replace, kept in prior_records so that revert restores them exactly).
 -- Returns every row that holds our records afterwards, rewritten or already identical.
 WITH patch AS (
     SELECT p.id, p.records
     FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(id integer, records jsonb)
 ), before AS (
-    SELECT r.id, r.run_id, md5((r.data -> 'feedback_records')::text) AS current_md5,
-           COALESCE(s.prior, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END) AS prior,
-           s.records_md5
+    SELECT r.id, r.run_id, r.data -> 'feedback_records' AS current,
+           md5((r.data -> 'feedback_records')::text) AS current_md5,
+           r.data ? 'feedback_records' AS has_key,
+           COALESCE((r.data -> 'feedback_records') @? '$[*].feedback_source_type', false) AS extractor,
+           s.prior AS ledger_prior, s.prior_records AS ledger_prior_records, s.records_md5
     FROM runs AS r
     LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
     WHERE r.id = ANY(%(ids)s::integer[])
 ), ours AS (
-    SELECT b.id, b.run_id, b.prior, b.current_md5, md5(p.records::text) AS new_md5, p.records
+    SELECT b.id, b.run_id,
+           CASE WHEN b.current_md5 = b.records_md5 THEN b.ledger_prior
+                WHEN NOT b.has_key THEN 'absent'
+                WHEN b.current = 'null'::jsonb THEN 'null'
+                ELSE 'records' END AS prior,
+           CASE WHEN b.current_md5 = b.records_md5 THEN b.ledger_prior_records
+                WHEN b.has_key AND b.current <> 'null'::jsonb THEN b.current END AS prior_records,
+           b.current_md5, md5(p.records::text) AS new_md5, p.records
     FROM before AS b JOIN runs AS r ON r.id = b.id JOIN patch AS p ON p.id = b.id
     WHERE jsonb_typeof(r.data) = 'object'
       -- "absent or null", not in the partial index's words (see patch_batch)
       AND (NOT r.data ? 'feedback_records' OR r.data -> 'feedback_records' = 'null'::jsonb
-           OR b.current_md5 = b.records_md5)
+           OR b.current_md5 = b.records_md5
+           OR (%(replace)s::text = 'extractor' AND b.extractor)
+           OR %(replace)s::text = 'any')
 ), changed AS (
     -- rows whose records did not change are not rewritten (no WAL, no bloat, no GIN churn)
     UPDATE runs AS r
@@ -163,7 +208,9 @@ WITH patch AS (
     WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = o.id AND o.new_md5 IS DISTINCT FROM o.current_md5
     RETURNING r.id
 )
-SELECT o.run_id, o.prior, o.new_md5 AS records_md5
+-- prior_records as jsonb's own text, so that it goes back into the ledger exactly (a trip
+-- through Python floats could change a number's digits)
+SELECT o.run_id, o.prior, o.prior_records::text AS prior_records, o.new_md5 AS records_md5
 FROM ours AS o;
 
 -- checkpoint --
@@ -171,13 +218,13 @@ FROM ours AS o;
 -- wrote nothing (mismatch, API error, no feedback) to a row still holding our records keeps
 -- the row's state and count (it is as it was) and only records the error.
 INSERT INTO feedback_backfill_status AS s
-    (run_id, run_date, state, reason, attempts, records, stats_count, prior, records_md5,
-     last_error, invocation_id)
-SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.stats_count, c.prior, c.records_md5,
-       c.last_error, %(invocation_id)s
+    (run_id, run_date, state, reason, attempts, records, stats_count, prior, prior_records, records_md5,
+     last_error, invocation_id, row_id, refetched_at)
+SELECT c.run_id, c.run_date, c.state, c.reason, 1, c.records, c.stats_count, c.prior, c.prior_records::jsonb,
+       c.records_md5, c.last_error, %(invocation_id)s, c.row_id, CASE WHEN %(refetch)s THEN now() END
 FROM jsonb_to_recordset(%(rows)s::jsonb)
      AS c(run_id text, run_date date, state text, reason text, records bigint, stats_count bigint,
-          prior text, records_md5 text, last_error text)
+          prior text, prior_records text, records_md5 text, last_error text, row_id integer)
 ON CONFLICT (run_id) DO UPDATE
 SET run_date = EXCLUDED.run_date,
     state = CASE WHEN %(refetch)s AND EXCLUDED.records_md5 IS NULL AND s.records_md5 IS NOT NULL
@@ -188,11 +235,16 @@ SET run_date = EXCLUDED.run_date,
     records = CASE WHEN %(refetch)s AND EXCLUDED.records_md5 IS NULL AND s.records_md5 IS NOT NULL
                    THEN s.records ELSE EXCLUDED.records END,
     stats_count = EXCLUDED.stats_count,
-    -- the ledger of what we wrote survives a later failed or refetched examination
+    -- the ledger of what we wrote survives a later failed examination; a write brings its own
+    -- (the patch computed it from the row just before the write), prior_records included
     prior = COALESCE(EXCLUDED.prior, s.prior),
+    prior_records = CASE WHEN EXCLUDED.prior IS NOT NULL THEN EXCLUDED.prior_records ELSE s.prior_records END,
     records_md5 = COALESCE(EXCLUDED.records_md5, s.records_md5),
     last_error = EXCLUDED.last_error,
     invocation_id = EXCLUDED.invocation_id,
+    row_id = COALESCE(EXCLUDED.row_id, s.row_id),
+    -- the --refetch pass's own progress marker (see walk_refetch)
+    refetched_at = COALESCE(EXCLUDED.refetched_at, s.refetched_at),
     updated_at = now();
 
 -- start_invocation --
@@ -281,6 +333,98 @@ WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
 GROUP BY s.run_date, s.state, s.reason
 ORDER BY s.run_date, s.state, s.reason;
 
+-- status_data_by_day --
+-- What the rows of the window hold now, per day, as (figure, run_date, n), counted from the
+-- partial indexes of runs (run_date, id) alone: never a document. Each predicate is, word
+-- for word, its index's (runs_feedback_pending_idx: lacking records; _promised_idx:
+-- feedback_stats count records; _missing_idx: both; _extractor_idx: the extractor's reduced
+-- records). The checkpoint's ledger joins them on (run_date, row_id), runs.id when we
+-- checkpointed the row (the extractor's upsert keeps it): both sides are read in that order
+-- from their indexes and merged. Status rows written before fb0005 have no row_id and are
+-- matched by run_id instead (a probe of runs' unique index and a heap visit each, not data).
+-- With --project the runs' index entries are filtered by runs.project (a heap visit each,
+-- never data): written `project || ''` so that the planner cannot take the project's rows
+-- from idx_runs_project and test each document against the predicates instead.
+SELECT 'lacking' AS figure, r.run_date, count(*)::bigint AS n
+FROM runs AS r
+WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
+UNION ALL
+SELECT 'promised', r.run_date, count(*)
+FROM runs AS r
+WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
+UNION ALL
+SELECT 'promised_lacking', r.run_date, count(*)
+FROM runs AS r
+WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
+UNION ALL
+SELECT 'extractor_records', r.run_date, count(*)
+FROM runs AS r
+WHERE (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY r.run_date
+UNION ALL
+SELECT 'ledger', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL
+       OR EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.row_id AND r.project = ANY(%(projects)s::text[]))
+       OR (s.row_id IS NULL
+           AND EXISTS (SELECT 1 FROM runs AS r WHERE r.run_id = s.run_id AND r.project = ANY(%(projects)s::text[]))))
+GROUP BY s.run_date
+UNION ALL
+SELECT 'lacking_now', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_date = s.run_date AND r.id = s.row_id
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY s.run_date
+UNION ALL
+SELECT 'ledger_extractor', s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_date = s.run_date AND r.id = s.row_id
+WHERE s.records_md5 IS NOT NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (r.data -> 'feedback_records') @? '$[*].feedback_source_type'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY s.run_date
+UNION ALL
+-- status rows checkpointed before fb0005 (no row_id), lacking records or the extractor's now
+SELECT CASE WHEN COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+            THEN 'lacking_now' ELSE 'ledger_extractor' END, s.run_date, count(*)
+FROM feedback_backfill_status AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL
+  AND s.run_date >= %(since)s AND s.run_date < %(until)s
+  AND (COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+       OR (r.data -> 'feedback_records') @? '$[*].feedback_source_type')
+  AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
+GROUP BY 1, s.run_date;
+
+-- status_settings --
+-- For the report's read-only transaction only (set_config local: nothing outlives it, as
+-- PgBouncer's transaction pooling requires). JIT compiling its coarse estimates costs more
+-- than the queries (seconds on 1 M rows). Every figure is meant to come from an index; a
+-- sequential scan of runs would test each document against the partial indexes' predicates
+-- (the planner prefers it on a small table, and with --project over heap visits for the
+-- project of each index entry): sequential scans are priced out.
+SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true);
+
 -- status_invocations --
 -- Every `backfill run` (one row each: a small table), oldest first.
 SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
@@ -322,10 +466,13 @@ WHERE s.run_date >= %(since)s AND s.run_date < %(until)s
   AND md5((r.data -> 'feedback_records')::text) = s.records_md5;
 
 -- revert_day --
--- Restore each row of a day that still holds our records to what it was: key absent, or
--- JSON null as older extractors wrote it. Records someone else wrote (md5 differs) stay.
+-- Restore each row of a day that still holds our records to what it held just before our
+-- write: key absent, JSON null as the extractor's older path writes it, or the records we
+-- replaced (the extractor's reduced ones), exactly as they were. Records someone else wrote
+-- since (md5 differs) stay.
 UPDATE runs AS r
 SET data = CASE WHEN s.prior = 'null' THEN jsonb_set(r.data, '{feedback_records}', 'null'::jsonb)
+                WHEN s.prior = 'records' THEN jsonb_set(r.data, '{feedback_records}', s.prior_records)
                 ELSE r.data - 'feedback_records' END
 FROM feedback_backfill_status AS s
 WHERE s.run_id = r.run_id
@@ -368,10 +515,13 @@ ORDER BY random()
 LIMIT %(sample)s;
 
 -- verify_rows --
--- The stored records of a chunk of the sample, where they are still the ones we wrote.
+-- The stored records of a chunk of the sample, and whether they are still the ones we wrote
+-- (md5 as in the ledger); if not, whether they vanished or the extractor's records replaced them.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats, r.data -> 'feedback_records' AS stored
+       r.data -> 'feedback_stats' AS feedback_stats, r.data -> 'feedback_records' AS stored,
+       md5((r.data -> 'feedback_records')::text) IS NOT DISTINCT FROM s.records_md5 AS ours,
+       COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null' AS vanished,
+       COALESCE((r.data -> 'feedback_records') @? '$[*].feedback_source_type', false) AS extractor
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
-WHERE s.run_id = ANY(%(run_ids)s::text[])
-  AND md5((r.data -> 'feedback_records')::text) = s.records_md5;
+WHERE s.run_id = ANY(%(run_ids)s::text[]);
