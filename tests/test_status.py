@@ -560,7 +560,8 @@ def test_reads_no_document(dsn, archive, monkeypatch):
         conn.execute(f"CREATE ROLE {role}")
         conn.execute(f"GRANT SELECT (id, run_id, trace_id, project, run_date, created_at) ON runs TO {role}")
         conn.execute(
-            f"GRANT SELECT ON feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease TO {role}"
+            "GRANT SELECT ON feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease"
+            f" TO {role}"
         )
     for projects in ((), ("proj-a",)):
         window = Window.parse("14d", projects=projects)
