@@ -330,7 +330,7 @@ def revert_command(
 db_app = typer.Typer(
     no_args_is_help=True,
     help="Our schema, from the installed package: upgrade, downgrade, current, history, grants, schema.",
-    epilog="Example: backfill db upgrade && backfill db grants backfill_runner | psql \"$OWNER_DATABASE_URL\"",
+    epilog='Example: backfill db upgrade && backfill db grants backfill_runner | psql "$OWNER_DATABASE_URL"',
 )
 app.add_typer(db_app, name="db")
 
