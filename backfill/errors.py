@@ -12,7 +12,8 @@ class BackfillError(Exception):
     exit_code = 1
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        # a docstring wrapped over lines is still a one-line message
+        super().__init__(message or " ".join((self.__doc__ or "").split()))
 
 
 class UsageError(BackfillError):

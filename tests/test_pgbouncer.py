@@ -112,14 +112,16 @@ def bouncer(postgresql_proc: PostgreSQLExecutor) -> Iterator[Bouncer]:
         b.stop()
 
 
-def cli(url: str, fake: FakeLangSmith, *args: str, command: str = "run") -> subprocess.Popen[str]:
+def cli(
+    url: str, fake: FakeLangSmith, *args: str, command: str = "run", lease_s: int = LEASE_S
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "LANGSMITH_API_KEY": KEY,
         "LANGSMITH_ENDPOINT": fake.url,
         "LANGSMITH_CONFIG_FILE": os.devnull,
-        "BACKFILL_LEASE_SECONDS": str(LEASE_S),
+        "BACKFILL_LEASE_SECONDS": str(lease_s),
     }
     extra = ["--delay-ms", "0", "--batch-size", "10", "--no-progress"] if command == "run" else []
     return subprocess.Popen(
@@ -289,3 +291,68 @@ def test_revert_through_the_pool_takes_the_lease_as_revert(dsn, bouncer):
         assert "restored" in err
         lease = status_json(url, fake)["runs"]["lease"]
         assert (lease["command"], lease["state"]) == ("revert", "released")
+
+
+def test_the_lease_outlives_api_waits_longer_than_its_lifetime(dsn, bouncer):
+    """The heartbeat renews it while the run waits on the API (here 3 lease lifetimes)."""
+    ids = seed(dsn, 20, days=1)
+    before = raw_rows(dsn)
+    url = bouncer.url(dsn)
+    short = 2
+    asked, release = threading.Event(), threading.Event()
+    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[0], lambda: (asked.set(), release.wait(30)))) as fake:
+        first = cli(url, fake, lease_s=short)
+        try:
+            assert asked.wait(30), "the first run never asked the API"
+            time.sleep(3 * short)  # without a heartbeat the lease would have expired twice over
+            code, err = finish(cli(url, fake, lease_s=short))
+        finally:
+            release.set()
+        assert code == 1 and "holds the lease on this database: `backfill run`" in err, err
+        code1, err1 = finish(first)
+        assert code1 == 0, err1
+        assert_exact(dsn, fake, before)
+    assert [i["outcome"] for i in invocations(dsn)] == ["completed"]
+
+
+def test_a_run_whose_lease_was_taken_over_writes_nothing_more(dsn, bouncer):
+    """A heartbeat too late (simulated: another holder takes the row): the next write
+    transaction finds the lease gone, inside itself, and stops before writing."""
+    ids = seed(dsn, 30, days=1)
+    url = bouncer.url(dsn)
+    asked, release = threading.Event(), threading.Event()
+    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[10], lambda: (asked.set(), release.wait(30)))) as fake:
+        run = cli(url, fake)  # batches of 10: the first is written, the second waits on the API
+        try:
+            assert asked.wait(30), "the run never reached its second batch"
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE feedback_backfill_lease SET holder = 'intruder', command = 'revert',"
+                    " expires_at = now() + interval '1 hour'"
+                )
+        finally:
+            release.set()
+        code, err = finish(run)
+    assert code == 1, err
+    assert err.strip().splitlines()[-1] == (
+        "backfill: error: This command's lease expired and another backfill command took it over: stopped before"
+        " writing the batch in flight (nothing of it was written); run the command again once the other one is done."
+    )
+    assert len(status(dsn)) == 10  # the first batch only
+    assert invocations(dsn)[-1]["outcome"] == "error"
+
+
+def test_session_pooling_works_too(dsn, postgresql_proc):
+    seed(dsn, 20, days=1)
+    before = raw_rows(dsn)
+    pool = Bouncer(postgresql_proc, "session")
+    try:
+        url = pool.url(dsn)
+        with FakeLangSmith(api_key=KEY) as fake:
+            for _ in range(2):
+                code, err = finish(cli(url, fake))
+                assert code == 0, err
+            assert_exact(dsn, fake, before)
+            assert status_json(url, fake)["runs"]["lease"]["state"] == "released"
+    finally:
+        pool.stop()
