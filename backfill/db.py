@@ -38,6 +38,10 @@ LEASE_ENV = "BACKFILL_LEASE_SECONDS"
 #: application_name of the lease's own connection (heartbeat), beside the work's "feedback-backfill".
 LEASE_APP = "feedback-backfill-lease"
 
+#: Named queries planned generically (see the block "generic_plan" of queries.sql): the
+#: plan a prepared statement used to settle on, kept without a prepared statement.
+GENERIC_PLAN = {"walk_batch"}
+
 #: Errors after which a short write transaction is simply tried again.
 RETRYABLE = (
     psycopg.errors.DeadlockDetected,
@@ -82,6 +86,8 @@ class Gateway:
         """Run a named query; return its rows (empty for statements without any)."""
         with wrap_exceptions(self.database):
             self._begin()
+            if name in GENERIC_PLAN:
+                self.conn.execute(QUERIES["generic_plan"])
             cur = self.conn.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
 

@@ -16,6 +16,14 @@ SELECT to_regclass('feedback_backfill_status') IS NOT NULL
 SET LOCAL lock_timeout = %(lock_timeout)s;
 SET LOCAL statement_timeout = %(statement_timeout)s;
 
+-- generic_plan --
+-- Before the walk's read (db.GENERIC_PLAN), for the rest of its transaction. Without prepared
+-- statements (PgBouncer) each read would be planned with its values, and the planner, which
+-- has no statistics for the "lacks feedback_records" expression, expects a few rows and
+-- picks a bitmap scan of the rest of the day plus a sort, per batch; the generic plan scans
+-- runs_feedback_pending_idx in id order and stops after the batch (bench/prepare_bench.py).
+SET LOCAL plan_cache_mode = force_generic_plan;
+
 -- lease_take --
 -- Take the database's one lease (feedback_backfill_lease) unless another holder's is alive.
 -- One `backfill run` (or revert, reset, verify --fix) at a time: a row of our own table, not a
