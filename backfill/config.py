@@ -14,11 +14,18 @@ from .errors import ConfigError, UsageError
 PG_ENV = ("PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT", "PGUSER")
 
 
+#: Where libpq and urlsplit cut a URL: an unencoded one of these splits a password in pieces.
+_URL_CUTS = re.compile(r"[@:/?#]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: Pieces shorter than this are not hidden (they would blank out ordinary words of a message).
+_MIN_PIECE = 3
+
+
 @dataclass(frozen=True)
 class Database:
     """How to reach the archive: a libpq URL, or "" to let libpq read PG* variables."""
 
-    url: str
+    url: str = field(repr=False)  # holds the password: never in a repr or a traceback's locals
 
     @property
     def password(self) -> str | None:
@@ -32,6 +39,23 @@ class Database:
                 return unquote(pw)
         return os.environ.get("PGPASSWORD") or None
 
+    def secrets(self) -> list[str]:
+        """Every string a message must not show: the password as written and as decoded, each
+        piece of it an unencoded reserved character would cut (libpq names such a piece as a
+        host or a token), and PGPASSWORD."""
+        found: set[str] = set()
+        raw = _raw_password(self.url)
+        if raw:
+            for text in (raw, unquote(raw)):
+                found.add(text)
+                found.update(p for p in _URL_CUTS.split(text) if len(p) >= _MIN_PIECE)
+        if self.password:
+            found.add(self.password)
+        env = os.environ.get("PGPASSWORD")
+        if env:
+            found.add(env)
+        return sorted((s for s in found if s), key=len, reverse=True)  # longest first
+
     @property
     def sqlalchemy_url(self) -> str:
         """The same database for SQLAlchemy/Alembic (psycopg 3 driver)."""
@@ -44,6 +68,7 @@ class Database:
         if url:
             if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
                 raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/dbname")
+            _check_userinfo(url)
             # psycopg speaks plain libpq URLs; accept SQLAlchemy's driver suffix too.
             return cls(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url))
         if any(os.environ.get(v) for v in PG_ENV):
@@ -52,6 +77,32 @@ class Database:
             "no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
             " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
         )
+
+
+def _userinfo(url: str) -> str | None:
+    """What precedes the last "@" of the URL's authority (query string aside), as written."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    rest = rest.split("?", 1)[0]
+    return rest.rsplit("@", 1)[0] if "@" in rest else None
+
+
+def _raw_password(url: str) -> str | None:
+    info = _userinfo(url)
+    if info is None or ":" not in info:
+        return None
+    return info.split(":", 1)[1]
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse, without quoting it, a user or password that libpq would cut and then print."""
+    info = _userinfo(url)
+    if info is None:
+        return
+    hint = "percent-encode it (@ as %40, / as %2F, ? as %3F, # as %23, % as %25)"
+    if "@" in info or "/" in info or "#" in info:
+        raise ConfigError(f"DATABASE_URL: the user name or password holds an unencoded reserved character: {hint}")
+    if _BAD_ESCAPE.search(info):
+        raise ConfigError(f"DATABASE_URL: the user name or password holds a % that starts no %XX escape: {hint}")
 
 
 def _env(*names: str) -> str | None:

@@ -1,21 +1,46 @@
-"""The one gateway to PostgreSQL: connections, named queries, and psycopg errors made ours."""
+"""The one gateway to PostgreSQL: connections, named queries, and psycopg errors made ours.
+
+Built to work the same directly, behind PgBouncer in session pooling and in transaction
+pooling, where consecutive transactions of one client may run on different server
+connections and nothing of a session survives between them:
+- no server-side prepared statements (``prepare_threshold=None``);
+- settings are ``SET LOCAL`` at the start of each transaction, never left on a connection;
+- the one-writer guarantee is a lease, a row of ``feedback_backfill_lease`` taken,
+  renewed and released in short transactions (see ``Lease``), not a session advisory lock.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .config import Database
-from .errors import DatabaseError, NotMigrated, redact
+from .errors import AlreadyRunning, ConfigError, DatabaseError, LeaseLost, NotMigrated, redact
 from .sql import QUERIES
 
-#: pg_advisory_lock key held by a running `backfill run` ("fbbackfl" in ASCII).
-RUNNER_LOCK_KEY = 0x6662_6261_636B_666C
+#: The one lease of a database: held by `backfill run`, `verify --fix`, `revert` and `reset`.
+LEASE_NAME = "runner"
+#: Seconds a lease lives without a heartbeat: a killed holder blocks the next command at
+#: most this long. BACKFILL_LEASE_SECONDS overrides it (the PgBouncer tests use a few seconds).
+LEASE_SECONDS = 60.0
+LEASE_ENV = "BACKFILL_LEASE_SECONDS"
+#: application_name of the lease's own connection (heartbeat), beside the work's "feedback-backfill".
+LEASE_APP = "feedback-backfill-lease"
+
+#: Named queries planned generically (see the block "generic_plan" of queries.sql): the
+#: plan a prepared statement used to settle on, kept without a prepared statement.
+GENERIC_PLAN = {"walk_batch"}
 
 #: Errors after which a short write transaction is simply tried again.
 RETRYABLE = (
@@ -24,7 +49,7 @@ RETRYABLE = (
     psycopg.errors.SerializationFailure,
 )
 
-__all__ = ["Gateway", "Jsonb", "connect", "RUNNER_LOCK_KEY", "RETRYABLE"]
+__all__ = ["Gateway", "Jsonb", "Lease", "connect", "lease_seconds", "LEASE_NAME", "LEASE_SECONDS", "RETRYABLE"]
 
 
 @contextlib.contextmanager
@@ -34,25 +59,42 @@ def wrap_exceptions(database: Database) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(redact(f"database error: {first}", [database.password])) from None
+        raise DatabaseError(redact(f"database error: {first}", database.secrets())) from None
 
 
 class Gateway:
     """A psycopg connection plus the named queries of ``sql/queries.sql``."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], database: Database) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[dict[str, Any]], database: Database, settings: dict[str, str] | None = None
+    ) -> None:
         self.conn = conn
         self.database = database
+        self.settings = settings or {"lock_timeout": "5s", "statement_timeout": "60s"}
+        #: When set, every ``transaction()`` first proves, inside itself, that it still holds it.
+        self.lease: Lease | None = None
+
+    def _begin(self) -> None:
+        """Scope our settings to the transaction about to start (SET LOCAL): behind a pool in
+        transaction mode a session SET would stay on the server connection for its next client."""
+        if self.conn.info.transaction_status == TransactionStatus.IDLE:
+            # client-side binding: SET takes no server-side parameters; SET takes no snapshot, so
+            # a SET TRANSACTION ISOLATION LEVEL may still follow (the status report's snapshot)
+            psycopg.ClientCursor(self.conn).execute(QUERIES["transaction_settings"], self.settings)
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a named query; return its rows (empty for statements without any)."""
         with wrap_exceptions(self.database):
+            self._begin()
+            if name in GENERIC_PLAN:
+                self.conn.execute(QUERIES["generic_plan"])
             cur = self.conn.execute(QUERIES[name], params or {})
             return cur.fetchall() if cur.description else []
 
     def rowcount(self, name: str, params: dict[str, Any] | None = None) -> int:
         """Run a named statement; return how many rows it affected."""
         with wrap_exceptions(self.database):
+            self._begin()
             return self.conn.execute(QUERIES[name], params or {}).rowcount
 
     def one(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -61,8 +103,15 @@ class Gateway:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with wrap_exceptions(self.database), self.conn.transaction():
-            yield
+        """A write transaction; under a lease, it writes only while the lease is still ours."""
+        with wrap_exceptions(self.database):
+            fresh = self.conn.info.transaction_status == TransactionStatus.IDLE
+            with self.conn.transaction():
+                if fresh:
+                    psycopg.ClientCursor(self.conn).execute(QUERIES["transaction_settings"], self.settings)
+                if self.lease is not None:
+                    self.lease.check(self)
+                yield
 
     def require_schema(self) -> None:
         if not self.one("check_schema")["migrated"]:
@@ -88,24 +137,170 @@ def connect(
     lock_timeout: str = "5s",
     statement_timeout: str = "60s",
     connect_timeout: int = 10,
+    prepare: bool = False,
+    application_name: str = "feedback-backfill",
 ) -> Gateway:
-    """Open a connection with this tool's session settings (autocommit off)."""
+    """Open a connection (autocommit off) whose transactions carry this tool's settings.
+
+    ``prepare`` lets psycopg prepare frequent statements server-side (the benchmark's
+    comparison only): behind PgBouncer in transaction mode a prepared statement lives on a
+    server connection that the next transaction may not get ("_pg3_0" already exists / does
+    not exist), so the tool never prepares.
+    """
     try:
         conn = psycopg.connect(
             database.url,
             row_factory=dict_row,
             connect_timeout=connect_timeout,
-            application_name="feedback-backfill",
+            application_name=application_name,
+            prepare_threshold=5 if prepare else None,
         )
     except psycopg.Error as exc:
         text = " ".join(str(exc).split())
         raise DatabaseError(
-            redact(f"cannot connect to the database (check DATABASE_URL): {text}", [database.password])
+            redact(f"cannot connect to the database (check DATABASE_URL): {text}", database.secrets())
         ) from None
-    gw = Gateway(conn, database)
-    gw.execute(
-        "session_settings",
-        {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout},
+    return Gateway(conn, database, {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout})
+
+
+def lease_seconds() -> float:
+    """The lease's lifetime: BACKFILL_LEASE_SECONDS, else 60 s."""
+    text = os.environ.get(LEASE_ENV, "").strip()
+    if not text:
+        return LEASE_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 3600:
+        raise ConfigError(f"{LEASE_ENV} must be a number of seconds between 1 and 3600, got {text!r}")
+    return value
+
+
+@dataclass
+class Lease:
+    """This process's hold on the database's one lease (``feedback_backfill_lease``).
+
+    Taken with ``Lease.take`` (AlreadyRunning when another holder's lease is alive), renewed
+    every ``seconds / 4`` by a heartbeat thread on its own connection (each renewal a short
+    transaction, so it works through PgBouncer and through API waits of many minutes), and
+    checked by every write transaction of the holder's gateway: ``check`` renews the lease
+    in that same transaction, row-locking it until commit, so a takeover can only happen
+    between two of our transactions, after which our next one fails (LeaseLost) before it
+    writes. A killed holder's lease expires after ``seconds``.
+    """
+
+    database: Database
+    command: str
+    seconds: float
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
+    invocation_id: int | None = None
+    _gw: Gateway | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def take(cls, database: Database, command: str, seconds: float | None = None) -> Lease:
+        """Take the lease for ``command`` ("run", "revert", ...) and start its heartbeat."""
+        lease = cls(database, command, seconds if seconds is not None else lease_seconds())
+        gw = lease._connect()
+        try:
+            taken = False
+            try:
+                taken = bool(gw.execute("lease_take", lease._params(pid=os.getpid(), hostname=socket.gethostname())))
+                gw.commit()
+            except DatabaseError as exc:
+                gw.rollback()
+                # its holder is writing right now (its transaction locks the row): it is alive
+                if not isinstance(exc.__context__, psycopg.errors.LockNotAvailable):
+                    raise
+            if not taken:
+                raise AlreadyRunning(_held_message(gw.execute("lease_holder", {"name": LEASE_NAME})))
+        except BaseException:
+            gw.close()
+            raise
+        lease._gw = gw
+        lease._thread = threading.Thread(target=lease._beat, name="backfill-lease-heartbeat", daemon=True)
+        lease._thread.start()
+        return lease
+
+    def _params(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "name": LEASE_NAME,
+            "holder": self.holder,
+            "command": self.command,
+            "seconds": self.seconds,
+            "invocation_id": self.invocation_id,
+            **extra,
+        }
+
+    def _connect(self) -> Gateway:
+        # its own name in pg_stat_activity: the lease's connection, apart from the work's
+        return connect(self.database, lock_timeout="2s", statement_timeout="10s", application_name=LEASE_APP)
+
+    def check(self, gw: Gateway) -> None:
+        """Inside a write transaction of ``gw``: renew the lease, or raise LeaseLost."""
+        with wrap_exceptions(gw.database):
+            held = gw.conn.execute(QUERIES["lease_renew"], self._params()).fetchall()
+        if not held:
+            raise LeaseLost()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(self.seconds / 4, 0.2)):
+            try:
+                if self._gw is None:
+                    self._gw = self._connect()
+                renewed = self._gw.execute("lease_renew", self._params())
+                self._gw.commit()
+                if not renewed:
+                    return  # expired and taken over: the holder's next write fails with LeaseLost
+            except DatabaseError:
+                # the database is unreachable: try again next beat; meanwhile the lease ages
+                if self._gw is not None:
+                    self._gw.close()
+                self._gw = None
+
+    def release(self) -> None:
+        """Stop the heartbeat and let the lease go at once (it expires anyway if this fails)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for _ in range(2):  # its connection may have been cut: then once more on a new one
+            try:
+                self._gw = self._gw or self._connect()
+                self._gw.rollback()
+                self._gw.execute("lease_release", self._params())
+                self._gw.commit()
+                break
+            except DatabaseError:
+                if self._gw is not None:
+                    self._gw.close()
+                self._gw = None
+        if self._gw is not None:
+            self._gw.close()
+            self._gw = None
+
+
+@contextlib.contextmanager
+def holding(gw: Gateway, command: str) -> Iterator[Lease]:
+    """Hold the lease for ``command`` while the block runs; ``gw``'s write transactions check it."""
+    lease = Lease.take(gw.database, command)
+    gw.lease = lease
+    try:
+        yield lease
+    finally:
+        gw.lease = None
+        lease.release()
+
+
+def _held_message(rows: list[dict[str, Any]]) -> str:
+    """Who holds the lease, in one line (the error a second command prints)."""
+    if not rows:
+        return "another backfill command holds the lease on this database; wait for it or stop it"
+    r = rows[0]
+    return (
+        f"another backfill command holds the lease on this database: `backfill {r['command']}` on {r['hostname']}"
+        f" (pid {r['pid']}), since {r['acquired_at']:%Y-%m-%d %H:%M:%S%z}, last heartbeat"
+        f" {r['heartbeat_age_s']:.0f}s ago; wait for it or stop it (a killed holder's lease expires"
+        f" {r['expires_in_s']:.0f}s from now)"
     )
-    conn.commit()
-    return gw

@@ -2,9 +2,10 @@
 
 A throwaway PostgreSQL holding the archive exactly as the extractor left it (the app's
 schema, its alembic_version, synthetic runs over 20 days whose feedback_stats have empty
-``values``) and the fake LangSmith this project ships, then: alembic upgrade head,
+``values``) and the fake LangSmith this project ships, then: backfill db upgrade,
 backfill run --since 14d, backfill status, and one run's old aggregate beside its
-recovered record.
+recovered record. Everything comes from the installed package (migrations included):
+it works from any directory, after a plain `pip install`.
 """
 
 from __future__ import annotations
@@ -100,11 +101,11 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show(f"  DATABASE_URL={url}")
         show(f"  LANGSMITH_ENDPOINT={endpoint}")
         show("")
-        show("$ alembic upgrade head")
+        show("$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)")
         database = Database(url)
-        migrate.upgrade(database)
-        show("  feedback_backfill_status, feedback_backfill_invocations, 3 indexes built CONCURRENTLY,")
-        show("  the analyst view feedback_records_v")
+        migrate.upgrade(database, log=True)  # Alembic's own lines, on stderr
+        show("  feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease,")
+        show("  3 indexes built CONCURRENTLY, the analyst view feedback_records_v")
         show("")
         show(f"$ backfill run --since 14d --delay-ms {DEMO_DELAY_MS}")
         show(f"  (the spec's 1000 ms between API requests is shortened to {DEMO_DELAY_MS} ms for the demo)")

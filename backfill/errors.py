@@ -12,7 +12,8 @@ class BackfillError(Exception):
     exit_code = 1
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        # a docstring wrapped over lines is still a one-line message
+        super().__init__(message or " ".join((self.__doc__ or "").split()))
 
 
 class UsageError(BackfillError):
@@ -30,11 +31,20 @@ class DatabaseError(BackfillError):
 
 
 class NotMigrated(BackfillError):
-    """The backfill tables do not exist: run `alembic upgrade head` first."""
+    """The backfill tables do not exist: run `backfill db upgrade` (or `alembic upgrade head` in a checkout) first."""
 
 
 class AlreadyRunning(BackfillError):
-    """Another `backfill run` holds the lock on this database; wait for it or stop it."""
+    """Another backfill command holds the lease on this database; wait for it or stop it."""
+
+
+class LeaseLost(AlreadyRunning):
+    """This command's lease expired and another backfill command took it over: stopped before writing the batch in
+    flight (nothing of it was written); run the command again once the other one is done."""
+
+
+class NeedsOwner(BackfillError):
+    """This command needs the owner of the backfill tables."""
 
 
 class ApiAuthError(BackfillError):
@@ -49,9 +59,9 @@ class WrongWorkspace(BackfillError):
     """LangSmith returned no feedback for runs whose feedback_stats promise some."""
 
 
-def redact(text: str, secrets: list[str | None]) -> str:
-    """Return ``text`` with every non-empty secret replaced by ``***``."""
-    for secret in secrets:
+def redact(text: str, secrets: list[str] | list[str | None]) -> str:
+    """Return ``text`` with every non-empty secret replaced by ``***`` (longest first)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
     return text

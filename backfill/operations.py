@@ -9,7 +9,7 @@ from typing import Any
 
 from . import db
 from .config import Database, LangSmith, Window
-from .errors import AlreadyRunning, UsageError
+from .errors import NeedsOwner, UsageError
 from .feedback import DONE, decide
 from .runner import Row, RunSummary, fetch_isolating, write
 from .source import FeedbackSource
@@ -130,8 +130,8 @@ def verify(
     source = FeedbackSource(langsmith, delay_ms=delay_ms, stop=stop or threading.Event())
     try:
         gw.require_schema()
-        if fix and not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
-            raise AlreadyRunning()
+        if fix:  # --fix writes: under the lease, as `verify --fix` (a plain verify only reads)
+            gw.lease = db.Lease.take(database, "verify --fix")
         params = {"since": window.since, "until": window.until, "sample": sample}
         run_ids = [r["run_id"] for r in gw.execute("verify_sample", params)]
         gw.commit()
@@ -185,6 +185,8 @@ def verify(
         report.api_requests = source.requests
         return report
     finally:
+        if gw.lease is not None:
+            gw.lease.release()
         source.close()
         gw.close()
 
@@ -219,22 +221,47 @@ def _by_day(database: Database, window: Window, dry_run: bool, count: str, keep_
             n = gw.one(count, params)["rows"]
             gw.commit()
             return Change(n, dry_run=True)
-        # Under the runner lock: a concurrent `backfill run` would re-patch what we remove.
-        if not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
-            raise AlreadyRunning()
-        days = [r["run_date"] for r in gw.execute("ledger_days", params)]
-        gw.commit()
-        change = Change(0)
-        for day in days:  # one short transaction per day
-            with gw.transaction():
-                if revert:
-                    change.rows += len(gw.execute("revert_day", {"day": day}))
-                change.checkpoints += gw.rowcount("forget_day", {"day": day, "keep_ledger": keep_ledger})
+        _require_owner(gw, "revert" if revert else "reset", revert)
+        # Under the lease: a concurrent `backfill run` would re-patch what we remove.
+        with db.holding(gw, "revert" if revert else "reset"):
+            days = [r["run_date"] for r in gw.execute("ledger_days", params)]
+            gw.commit()
+            change = Change(0)
+            for day in days:  # one short transaction per day, each checking the lease
+                with gw.transaction():
+                    if revert:
+                        change.rows += len(gw.execute("revert_day", {"day": day}))
+                    change.checkpoints += gw.rowcount("forget_day", {"day": day, "keep_ledger": keep_ledger})
         if not revert:
             change.rows = change.checkpoints
         return change
     finally:
         gw.close()
+
+
+def _require_owner(gw: db.Gateway, command: str, revert: bool) -> None:
+    """Say, in one line and before anything changes, that this command needs the owner.
+
+    sql/grants.sql gives the runner role no DELETE on purpose: reset and revert forget
+    checkpoint rows, and granting DELETE to make them work would widen every `backfill run`.
+    """
+    got = gw.one("owner_privileges")
+    gw.commit()
+    missing = [
+        what
+        for what, ok in (
+            ("DELETE on feedback_backfill_status", got["delete_status"]),
+            ("UPDATE (data) on runs", got["update_runs"] or not revert),
+            ("INSERT, UPDATE on feedback_backfill_lease", got["write_lease"]),
+        )
+        if not ok
+    ]
+    if missing:
+        raise NeedsOwner(
+            f"`backfill {command}` needs {' and '.join(missing)}, which role {got['role']} lacks: run it as the"
+            " owner of the backfill tables (the role that ran `backfill db upgrade`); the runner role is"
+            " deliberately not granted DELETE. Nothing was changed"
+        )
 
 
 def reset(database: Database, window: Window, dry_run: bool = False) -> Change:

@@ -323,10 +323,22 @@ def _locked_run(
     caught: list[int],
     err: TextIO,
 ) -> None:
-    if not gw.one("try_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})["acquired"]:
-        gw.commit()
-        raise AlreadyRunning()
-    gw.commit()
+    """Under the database's lease (AlreadyRunning if another command holds it): renewed by a
+    heartbeat through any API wait, checked inside every write transaction, released at the end."""
+    with db.holding(gw, "run --refetch" if options.refetch else "run") as lease:
+        _leased_run(gw, lease, langsmith, options, summary, stop, caught, err)
+
+
+def _leased_run(
+    gw: db.Gateway,
+    lease: db.Lease,
+    langsmith: LangSmith,
+    options: RunOptions,
+    summary: RunSummary,
+    stop: threading.Event,
+    caught: list[int],
+    err: TextIO,
+) -> None:
     refetch_since = _refetch_since(gw) if options.refetch else None
     summary.pending_at_start = count_pending(gw, options, refetch_since)
     params = {
@@ -339,6 +351,8 @@ def _locked_run(
     summary.invocation_id = gw.one(
         "start_invocation", {"params": db.Jsonb(params), "pending": summary.pending_at_start}
     )["id"]
+    lease.invocation_id = summary.invocation_id
+    lease.check(gw)  # the lease names its invocation from the same commit on (`backfill status`)
     gw.commit()
     source = FeedbackSource(
         langsmith,
@@ -387,7 +401,7 @@ def _finish(
     summary.api_requests, summary.api_errors = source.requests, source.errors
     summary.dropped = source.stray + source.duplicates
     # The connection may be gone (that may be why we are here): then the invocation row
-    # simply stays unfinished, as after a kill, and the lock went with the connection.
+    # simply stays unfinished, as after a kill; the lease is released by its own connection.
     with contextlib.suppress(DatabaseError):
         gw.rollback()
         gw.execute(
@@ -400,8 +414,6 @@ def _finish(
                 "api_errors": source.errors - counted[1],
             },
         )
-        gw.commit()
-        gw.execute("release_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
         gw.commit()
 
 

@@ -2,7 +2,7 @@
 
 Everything comes from indexes: rows per day from ``runs (run_date)`` (or ``(project,
 run_date)``), the checkpoint from ``feedback_backfill_status (run_date, state) INCLUDE
-(...)``, runs from ``feedback_backfill_invocations`` and ``pg_locks``. ``runs.data`` is
+(...)``, runs from ``feedback_backfill_invocations`` and ``feedback_backfill_lease``. ``runs.data`` is
 never read, so the report stays fast on millions of rows. All queries share one
 read-only REPEATABLE READ snapshot. Figures:
 
@@ -63,9 +63,13 @@ null when undefined, e.g. a division by zero; timestamps ISO 8601; dates YYYY-MM
 ``failures``      max_attempts (of the last run, default 3), reasons: {api_error, mismatch,
                   unstorable, invalid_run_id, not_an_object: {rows, attempts,
                   at_max_attempts}}
-``runs``          count, runner_pid (backend holding the runner lock, or null),
-                  last (null before any run, else: id, state running | finished |
-                  unfinished (finished_at NULL and no lock: killed?), outcome, message,
+``runs``          count, runner_pid (process id of a live `backfill run` holding the lease,
+                  or null), lease (null if never taken, else: command (run, run --refetch,
+                  verify --fix, revert, reset), hostname, pid, invocation_id, acquired_at,
+                  heartbeat_at, expires_at, state held | expired (holder killed or cut
+                  off) | released, alive), last (null before any run, else: id, state
+                  running | finished | unfinished (finished_at NULL and no live lease:
+                  killed?), outcome, message,
                   started_at, heartbeat_at, finished_at, elapsed_ms, rows_pending_at_start,
                   rows_examined, rows_enriched, rows_no_feedback, rows_failed,
                   records_stored, api_requests, api_errors, rows_per_s, api_error_rate,
@@ -288,6 +292,38 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class LeaseInfo:
+    """Who holds, or last held, the database's one lease (see backfill.db.Lease)."""
+
+    command: str
+    hostname: str
+    pid: int
+    invocation_id: int | None
+    acquired_at: dt.datetime
+    heartbeat_at: dt.datetime
+    expires_at: dt.datetime
+    state: str  # held | expired | released
+
+    @property
+    def alive(self) -> bool:
+        return self.state == "held"
+
+    def lines(self, as_of: dt.datetime) -> list[str]:
+        who = f"    by `backfill {self.command}` on {self.hostname[:30]} (pid {self.pid})"
+        if self.state == "held":
+            beat = _duration((as_of - self.heartbeat_at).total_seconds())
+            left = _duration((self.expires_at - as_of).total_seconds())
+            return [
+                f"  lease: held, alive (heartbeat {beat} ago, expires in {left})",
+                f"{who} since {_ts(self.acquired_at)[11:]}",
+            ]
+        if self.state == "expired":
+            ago = _duration((as_of - self.expires_at).total_seconds())
+            return [f"  lease: free, expired {ago} ago without a release (holder killed?)", f"{who}"]
+        return [f"  lease: free, released {_ts(self.expires_at)}", f"{who}"]
+
+
+@dataclass(frozen=True)
 class Alert:
     level: str
     name: str
@@ -321,6 +357,7 @@ class StatusReport:
     throughput: Throughput
     alerts: list[Alert] = field(default_factory=list)
     data: Data = field(default_factory=Data)
+    lease: LeaseInfo | None = None
 
     @property
     def status(self) -> str:
@@ -439,7 +476,7 @@ class StatusReport:
         if run is None:
             out.append("  no `backfill run` yet")
             if self.runner_pid is not None:
-                out.append(f"  a run is starting (pid {self.runner_pid} holds the runner lock)")
+                out.append(f"  a run is starting (pid {self.runner_pid} holds the lease)")
         else:
             if run.state == "running":
                 ago = _duration((self.as_of - run.heartbeat_at).total_seconds())
@@ -449,7 +486,7 @@ class StatusReport:
             else:
                 out.append(f"  last run #{run.id}: finished {_ts(run.finished_at)}, {run.outcome}")
                 if self.runner_pid is not None:
-                    out.append(f"  a new run is starting (pid {self.runner_pid} holds the runner lock)")
+                    out.append(f"  a new run is starting (pid {self.runner_pid} holds the lease)")
             rate = "-" if run.rows_per_s is None else f"{run.rows_per_s:.2f}"
             out += [
                 f"    started {_ts(run.started_at)}, {_duration(run.elapsed.total_seconds())} so far"
@@ -462,6 +499,8 @@ class StatusReport:
             ]
             if run.message:
                 out.append(f"    message: {run.message[:66]}")
+        if self.lease is not None:
+            out += self.lease.lines(self.as_of)
         eta = self.eta
         if eta.pending:
             at = (
@@ -528,6 +567,7 @@ class StatusReport:
             "runs": {
                 "count": self.runs_count,
                 "runner_pid": self.runner_pid,
+                "lease": None if self.lease is None else _lease_json(self.lease),
                 "last": None if run is None else _run_json(run),
                 "eta": {
                     "pending": eta.pending,
@@ -571,6 +611,20 @@ class StatusReport:
         }
 
 
+def _lease_json(lease: LeaseInfo) -> dict[str, Any]:
+    return {
+        "command": lease.command,
+        "hostname": lease.hostname,
+        "pid": lease.pid,
+        "invocation_id": lease.invocation_id,
+        "acquired_at": lease.acquired_at.isoformat(),
+        "heartbeat_at": lease.heartbeat_at.isoformat(),
+        "expires_at": lease.expires_at.isoformat(),
+        "state": lease.state,
+        "alive": lease.alive,
+    }
+
+
 def _run_json(run: Invocation) -> dict[str, Any]:
     return {
         "id": run.id,
@@ -610,9 +664,13 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
     try:
         gw.require_schema()
         gw.execute("status_snapshot")
-        lock = gw.one("status_runner_lock", {"lock_key": db.RUNNER_LOCK_KEY})
+        lock = gw.one("status_lease", {"name": db.LEASE_NAME})
+        lease = _lease(lock)
         invocations = gw.execute("status_invocations")
-        runs = _invocations(invocations, lock["runner_pid"] is not None)
+        # the newest run is running while a live lease of a `backfill run` names it
+        running = lease is not None and lease.alive and lease.command.startswith("run")
+        newest = invocations[-1]["id"] if invocations else None
+        runs = _invocations(invocations, running and lease is not None and lease.invocation_id == newest)
         last = runs[-1] if runs else None
         params = last.params if last else {}
         max_attempts = _int_param(params, "max_attempts")
@@ -648,12 +706,29 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         max_attempts=max_attempts,
         days=days,
         runs_count=len(runs),
-        runner_pid=lock["runner_pid"],
+        runner_pid=lease.pid if running and lease is not None else None,
         last_run=last,
         eta=eta,
         throughput=throughput,
         alerts=_alerts(totals, throughput) + _missing_alerts(days, as_of),
         data=data,
+        lease=lease,
+    )
+
+
+def _lease(row: dict[str, Any]) -> LeaseInfo | None:
+    if row["command"] is None:
+        return None
+    state = "held" if row["alive"] else "released" if row["released"] else "expired"
+    return LeaseInfo(
+        command=row["command"],
+        hostname=row["hostname"],
+        pid=row["pid"],
+        invocation_id=row["invocation_id"],
+        acquired_at=row["acquired_at"],
+        heartbeat_at=row["heartbeat_at"],
+        expires_at=row["expires_at"],
+        state=state,
     )
 
 
@@ -669,7 +744,7 @@ def _invocations(rows: list[dict[str, Any]], lock_held: bool) -> list[Invocation
         if r["finished_at"] is not None:
             state = "finished"
         else:
-            # Only the newest run can hold the lock: an older unfinished one was killed.
+            # Only the newest run can hold the lease: an older unfinished one was killed.
             state = "running" if lock_held and i == len(rows) - 1 else "unfinished"
         runs.append(
             Invocation(

@@ -125,7 +125,6 @@ def explain(url: str, window: Window) -> None:
         "until": window.until,
         "projects": list(window.projects) or None,
         "max_attempts": 3,
-        "lock_key": db.RUNNER_LOCK_KEY,
     }
     with psycopg.connect(url) as conn:  # one transaction, with the report's own settings
         conn.execute(QUERIES["status_settings"])
@@ -136,7 +135,7 @@ def explain(url: str, window: Window) -> None:
                 "status_checkpoint_by_day",
                 "status_data_by_day",
                 "status_invocations",
-                "status_runner_lock",
+                "status_lease",
             ]
         for name in names:
             plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES[name]}", params).fetchall()

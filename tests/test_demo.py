@@ -34,7 +34,8 @@ def test_demo_runs_the_workflow_and_cleans_up():
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     for line in (
-        "$ alembic upgrade head",
+        "$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)",
+        "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, ",
         "$ backfill run --since 14d --delay-ms 20",
         "(the spec's 1000 ms between API requests is shortened to 20 ms for the demo)",
         "examined 420 row(s) of 420 pending",

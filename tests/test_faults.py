@@ -562,9 +562,12 @@ def test_a_second_runner_on_the_same_window_exits_1_while_the_first_runs(dsn):
         finally:
             release.set()
         assert_one_line_error(second, err)
-        assert err.strip().splitlines()[-1] == (
-            "backfill: error: Another `backfill run` holds the lock on this database; wait for it or stop it."
-        )
+        assert re.fullmatch(
+            r"backfill: error: another backfill command holds the lease on this database: `backfill run` on \S+"
+            r" \(pid \d+\), since [-\d: +]+, last heartbeat \d+s ago; wait for it or stop it \(a killed holder's"
+            r" lease expires \d+s from now\)",
+            err.strip().splitlines()[-1],
+        ), err
         assert first.wait(30) == 0, first.stderr.read()
         assert len(fake.feedback_requests()) == 5  # the second runner asked the API nothing
         assert_exact(dsn, fake, before)

@@ -260,11 +260,13 @@ def test_limit_and_dry_run(dsn, fake):
 
 def test_one_runner_at_a_time(dsn, fake):
     seed(dsn, 5)
-    with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (backfill.db.RUNNER_LOCK_KEY,))
-        with pytest.raises(AlreadyRunning):
+    lease = backfill.db.Lease.take(Database(dsn), "revert")
+    try:
+        with pytest.raises(AlreadyRunning, match=r"holds the lease on this database: `backfill revert` on "):
             go(dsn, fake)
-    go(dsn, fake)
+    finally:
+        lease.release()
+    assert go(dsn, fake).exit_code == 0
 
 
 def test_not_migrated(app_dsn, fake):

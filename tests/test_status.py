@@ -18,7 +18,6 @@ import backfill
 from backfill import synthetic
 from backfill.cli import app
 from backfill.config import Database, Window
-from backfill.db import RUNNER_LOCK_KEY
 from backfill.status import StatusReport
 
 from .helpers import TODAY, insert
@@ -398,7 +397,20 @@ def test_check_critical(dsn, archive):
     assert json.loads(result.stdout)["status"] == "CRITICAL"
 
 
-def test_live_run_holding_the_lock(dsn, archive):
+def hold_lease(conn: psycopg.Connection, command: str, invocation_id: int | None, expires_s: float) -> None:
+    """The lease row as a live holder (or, with expires_s <= 0, a killed one) leaves it."""
+    conn.execute(
+        "INSERT INTO feedback_backfill_lease"
+        " (name, holder, command, hostname, pid, invocation_id, heartbeat_at, expires_at)"
+        " VALUES ('runner', 'h', %s, 'db-host-1', 4242, %s, now() + make_interval(secs => %s - 60),"
+        " now() + make_interval(secs => %s))"
+        " ON CONFLICT (name) DO UPDATE SET command = EXCLUDED.command, invocation_id = EXCLUDED.invocation_id,"
+        " heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at",
+        (command, invocation_id, expires_s, expires_s),
+    )
+
+
+def test_live_run_holding_the_lease(dsn, archive):
     scenario(archive)
     archive.invocation(
         ago_s=60,
@@ -409,14 +421,26 @@ def test_live_run_holding_the_lock(dsn, archive):
         api_requests=4,
     )
     with psycopg.connect(dsn, autocommit=True) as runner:
-        runner.execute("SELECT pg_advisory_lock(%s)", (RUNNER_LOCK_KEY,))
+        hold_lease(runner, "run", 4, 60)
         out = as_json(dsn)
         lines = cli(dsn).stdout.splitlines()
-        pid = runner.info.backend_pid
-        # the lock released (as when the runner's process dies): the same run reads as killed
-        runner.execute("SELECT pg_advisory_unlock(%s)", (RUNNER_LOCK_KEY,))
-        assert as_json(dsn)["runs"]["last"]["state"] == "unfinished"
+        pid = 4242
+        # the lease expired (as when the runner's process dies): the same run reads as killed
+        hold_lease(runner, "run", 4, -5)
+        killed = as_json(dsn)
+        assert killed["runs"]["last"]["state"] == "unfinished" and killed["runs"]["runner_pid"] is None
+        assert killed["runs"]["lease"]["state"] == "expired"
+        assert any(
+            re.fullmatch(r"  lease: free, expired \d+s ago without a release \(holder killed\?\)", x)
+            for x in cli(dsn).stdout.splitlines()
+        )
     assert out["runs"]["runner_pid"] == pid
+    assert (out["runs"]["lease"]["command"], out["runs"]["lease"]["state"], out["runs"]["lease"]["alive"]) == (
+        "run",
+        "held",
+        True,
+    )
+    assert "    by `backfill run` on db-host-1 (pid 4242) since " in "\n".join(lines)
     last = out["runs"]["last"]
     assert (last["id"], last["state"], last["rows_per_s"], last["api_error_rate"]) == (4, "running", 2.0, 0.0)
     # the older unfinished run is still a killed one; the running one has no throughput verdict yet
@@ -527,6 +551,7 @@ def test_before_any_run_everything_is_pending(dsn, archive):
     assert out["runs"] == {
         "count": 0,
         "runner_pid": None,
+        "lease": None,
         "last": None,
         # no throughput measured yet; the floor at `backfill run`'s defaults: 2 requests x 1 s
         "eta": {
@@ -583,12 +608,27 @@ def test_window_without_rows(dsn, archive):
     assert out["runs"]["count"] == 3  # runs are shown whatever the window
 
 
+def test_revert_holding_the_lease_is_shown_as_what_it_is(dsn, archive):
+    """A revert (or reset, verify --fix) holds the lease: not "a new run is starting"."""
+    scenario(archive)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        hold_lease(conn, "revert", None, 60)
+    out = as_json(dsn)
+    assert out["runs"]["runner_pid"] is None and out["runs"]["lease"]["command"] == "revert"
+    text = cli(dsn).stdout
+    assert "a new run is starting" not in text and "a run is starting" not in text
+    assert "  lease: held, alive (heartbeat " in text and "    by `backfill revert` on db-host-1 (pid 4242)" in text
+
+
 def test_not_migrated(app_dsn):
     for args in ((), ("--check",), ("--json",)):
         result = cli(app_dsn, *args)
         assert result.exit_code == 1
         assert result.stdout == ""
-        assert result.stderr == "backfill: error: The backfill tables do not exist: run `alembic upgrade head` first.\n"
+        assert result.stderr == (
+            "backfill: error: The backfill tables do not exist: run `backfill db upgrade`"
+            " (or `alembic upgrade head` in a checkout) first.\n"
+        )
 
 
 def test_bad_window_is_a_usage_error(dsn):

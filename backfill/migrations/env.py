@@ -5,11 +5,15 @@
 - One transaction per migration: the index revision commits what precedes it and builds
   its indexes CONCURRENTLY outside any transaction (``autocommit_block``).
 - Tests (and programs) pass a live connection in ``config.attributes["connection"]``.
+- Alembic says what it does ("Running upgrade  -> fb0001, ..." on stderr): from alembic.ini's
+  logging in a checkout, or, for `backfill db` (a Config built in code), when asked.
+- Errors are one line, without the password, and exit 1 (no traceback).
 """
 
 from __future__ import annotations
 
 import sys
+from logging.config import fileConfig
 from typing import NoReturn
 
 from sqlalchemy import create_engine, pool
@@ -19,9 +23,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from alembic import context
 from backfill.config import Database
 from backfill.errors import BackfillError, redact
+from backfill.migrate import log_to_stderr
 
 VERSION_TABLE = "feedback_backfill_alembic_version"
-OUR_TABLES = {"feedback_backfill_status", "feedback_backfill_invocations", VERSION_TABLE}
+OUR_TABLES = {"feedback_backfill_status", "feedback_backfill_invocations", "feedback_backfill_lease", VERSION_TABLE}
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -53,7 +58,9 @@ def _database() -> Database:
 
 def run_migrations_offline() -> None:
     """``alembic upgrade head --sql``: emit reviewable SQL instead of running it."""
-    url = Database.from_env().sqlalchemy_url if _has_db_env() else "postgresql+psycopg://"
+    url = context.config.attributes.get("offline_url") or (
+        Database.from_env().sqlalchemy_url if _has_db_env() else "postgresql+psycopg://"
+    )
     _configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
@@ -82,16 +89,22 @@ def run_migrations_online() -> None:
     try:
         engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
     except (SQLAlchemyError, ValueError) as exc:  # e.g. a port that is not a number
-        _fail(redact(f"DATABASE_URL is not usable: {exc}", [database.password]))
+        _fail(redact(f"DATABASE_URL is not usable: {exc}", database.secrets()))
     try:
         with engine.connect() as conn:
             _run(conn)
     except SQLAlchemyError as exc:
         line = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        _fail(redact(line, [database.password]))
+        _fail(redact(line, database.secrets()))
     finally:
         engine.dispose()
 
+
+if context.config.config_file_name is not None:
+    # `alembic ...` in a checkout: alembic.ini's loggers (alembic at INFO, on stderr)
+    fileConfig(context.config.config_file_name, disable_existing_loggers=False)
+elif context.config.attributes.get("log"):
+    log_to_stderr()
 
 if context.is_offline_mode():
     run_migrations_offline()

@@ -22,3 +22,17 @@ QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read
 def app_schema() -> str:
     """The application's `runs` schema as deployed (for the demo and the tests)."""
     return files(__package__).joinpath("app_schema.sql").read_text("utf-8")
+
+
+def grants(role: str) -> str:
+    """sql/grants.sql for ``role`` (quoted as an identifier), as psql -v role=... would apply it."""
+    return _text("grants.sql").replace(':"role"', '"' + role.replace('"', '""') + '"')
+
+
+def schema() -> str:
+    """sql/schema.sql: our DDL as `alembic upgrade head --sql` prints it, for review."""
+    return _text("schema.sql")
+
+
+def _text(name: str) -> str:
+    return files(__package__).joinpath(name).read_text("utf-8")

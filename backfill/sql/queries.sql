@@ -3,24 +3,78 @@
 -- A block starts with a line "-- name --", then a one-line description.
 
 -- check_schema --
--- Do our tables exist? (NULL means `alembic upgrade head` has not been run.)
+-- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run.)
 SELECT to_regclass('feedback_backfill_status') IS NOT NULL
-   AND to_regclass('feedback_backfill_invocations') IS NOT NULL AS migrated;
+   AND to_regclass('feedback_backfill_invocations') IS NOT NULL
+   AND to_regclass('feedback_backfill_lease') IS NOT NULL AS migrated;
 
--- session_settings --
--- Keep our locks short: give up waiting for a row lock rather than queue behind the app.
-SELECT set_config('lock_timeout', %(lock_timeout)s, false),
-       set_config('statement_timeout', %(statement_timeout)s, false),
-       set_config('application_name', 'feedback-backfill', false);
+-- transaction_settings --
+-- The first statements of each of our transactions (bound client-side: SET takes no server
+-- parameters). SET LOCAL ends with the transaction: behind PgBouncer in transaction pooling
+-- a session SET would stay on the server connection and reach the pool's next client.
+-- lock_timeout: give up waiting for a row lock rather than queue behind the app.
+SET LOCAL lock_timeout = %(lock_timeout)s;
+SET LOCAL statement_timeout = %(statement_timeout)s;
 
--- try_runner_lock --
--- One `backfill run` at a time per database: a session advisory lock, released when the
--- connection ends however the process ends (kill -9 included). `backfill status` reads it.
-SELECT pg_try_advisory_lock(%(lock_key)s) AS acquired;
+-- generic_plan --
+-- Before the walk's read (db.GENERIC_PLAN), for the rest of its transaction. Without prepared
+-- statements (PgBouncer) each read would be planned with its values, and the planner, which
+-- has no statistics for the "lacks feedback_records" expression, expects a few rows and
+-- picks a bitmap scan of the rest of the day plus a sort, per batch; the generic plan scans
+-- runs_feedback_pending_idx in id order and stops after the batch (bench/prepare_bench.py).
+SET LOCAL plan_cache_mode = force_generic_plan;
 
--- release_runner_lock --
--- Release the runner lock (also released by closing the connection).
-SELECT pg_advisory_unlock(%(lock_key)s);
+-- lease_take --
+-- Take the database's one lease (feedback_backfill_lease) unless another holder's is alive.
+-- One `backfill run` (or revert, reset, verify --fix) at a time: a row of our own table, not a
+-- session advisory lock, which PgBouncer in transaction pooling grants to every client sharing
+-- the server connection and keeps there after a kill. An expired lease (its holder killed or
+-- cut off for longer than its lifetime) or a released one is taken over. While its holder is
+-- inside a write transaction the row is locked: this waits at most lock_timeout, then fails.
+INSERT INTO feedback_backfill_lease AS l
+    (name, holder, command, hostname, pid, invocation_id, acquired_at, heartbeat_at, expires_at)
+VALUES (%(name)s, %(holder)s, %(command)s, %(hostname)s, %(pid)s, NULL, clock_timestamp(), clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(seconds)s))
+ON CONFLICT (name) DO UPDATE
+SET holder = EXCLUDED.holder, command = EXCLUDED.command, hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
+    invocation_id = NULL, acquired_at = EXCLUDED.acquired_at, heartbeat_at = EXCLUDED.heartbeat_at,
+    expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= clock_timestamp()
+RETURNING l.holder;
+
+-- lease_renew --
+-- Renew our lease (the heartbeat, and the first statement of each write transaction of its
+-- holder, which keeps the row locked until that transaction ends): no row means it expired
+-- and another holder took it over, and the holder must not write.
+UPDATE feedback_backfill_lease AS l
+SET heartbeat_at = clock_timestamp(),
+    expires_at = clock_timestamp() + make_interval(secs => %(seconds)s),
+    invocation_id = COALESCE(%(invocation_id)s::bigint, l.invocation_id)
+WHERE l.name = %(name)s AND l.holder = %(holder)s AND l.expires_at > clock_timestamp()
+RETURNING l.expires_at;
+
+-- lease_release --
+-- Let our lease go at once; the row stays (released: expires_at = heartbeat_at) so that
+-- `backfill status` can say who held it last.
+UPDATE feedback_backfill_lease AS l
+SET heartbeat_at = clock_timestamp(), expires_at = clock_timestamp()
+WHERE l.name = %(name)s AND l.holder = %(holder)s;
+
+-- lease_holder --
+-- Who holds the lease, for the one-line message of a command that could not take it.
+SELECT l.command, l.hostname, l.pid, l.acquired_at,
+       extract(epoch FROM clock_timestamp() - l.heartbeat_at)::float8 AS heartbeat_age_s,
+       greatest(extract(epoch FROM l.expires_at - clock_timestamp()), 0)::float8 AS expires_in_s
+FROM feedback_backfill_lease AS l
+WHERE l.name = %(name)s;
+
+-- owner_privileges --
+-- Does the current role have what `revert`/`reset` need (they delete checkpoint rows, which
+-- sql/grants.sql deliberately does not grant the runner role)? Asked before anything changes.
+SELECT current_user AS role,
+       has_table_privilege('feedback_backfill_status', 'DELETE') AS delete_status,
+       has_column_privilege('runs', 'data', 'UPDATE') AS update_runs,
+       has_table_privilege('feedback_backfill_lease', 'INSERT, UPDATE') AS write_lease;
 
 -- count_pending --
 -- How many rows of one day of the window the walk will visit (progress bar, --dry-run).
@@ -433,16 +487,14 @@ SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, 
 FROM feedback_backfill_invocations AS i
 ORDER BY i.id;
 
--- status_runner_lock --
--- Which backend, if any, holds the runner lock of this database (see try_runner_lock):
--- pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low), objsubid 1.
-SELECT (SELECT l.pid
-        FROM pg_locks AS l
-        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-          AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
-          AND ((l.classid::bigint << 32) | l.objid::bigint) = %(lock_key)s
-        LIMIT 1) AS runner_pid,
-       now() AS as_of;
+-- status_lease --
+-- The lease (see lease_take): who holds or last held it, and whether it is alive at the
+-- snapshot's clock; released when its expiry was set to its last heartbeat.
+-- One row always (as_of is the report's clock); the lease's columns are NULL if never taken.
+SELECT now() AS as_of, l.command, l.hostname, l.pid, l.invocation_id, l.acquired_at, l.heartbeat_at,
+       l.expires_at, l.expires_at > now() AS alive, l.expires_at <= l.heartbeat_at AS released
+FROM (SELECT 1) AS one
+LEFT JOIN feedback_backfill_lease AS l ON l.name = %(name)s;
 
 -- =====================================================================================
 -- Operations (backfill/operations.py): verify, retry, reset, revert.

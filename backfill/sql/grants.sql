@@ -1,0 +1,23 @@
+-- Least privilege for the role that runs `backfill run`, `status`, `retry` and `verify [--fix]`.
+-- Apply as the owner of `runs`, after `backfill db upgrade` (or `alembic upgrade head`; the owner runs it).
+-- backfill db grants backfill_runner | psql ...      (or: psql -v role=backfill_runner -f sql/grants.sql)
+-- The role also needs CONNECT on the database (GRANT CONNECT ON DATABASE <db> TO ...).
+
+GRANT USAGE ON SCHEMA public TO :"role";
+
+-- runs: read the window, patch only the data column (UPDATE of one column also
+-- allows the SELECT ... FOR UPDATE that locks the rows of a batch in id order).
+GRANT SELECT ON runs TO :"role";
+GRANT UPDATE (data) ON runs TO :"role";
+
+-- our checkpoint tables: insert and update, never delete (revert/reset are run by the owner)
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_status TO :"role";
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_invocations TO :"role";
+
+-- the lease (one writer at a time): taken (INSERT ... ON CONFLICT DO UPDATE), renewed and
+-- released (UPDATE); the row stays, so no DELETE either
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_lease TO :"role";
+
+-- Analysts (a different role): the view of one row per feedback record. A view reads `runs`
+-- with its owner's rights, so analysts need no grant on runs itself.
+-- GRANT SELECT ON feedback_records_v TO analyst;
