@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import psycopg
 
 import backfill
-from backfill import db, migrate
+from backfill import migrate
 from backfill.config import Database, Window
 from backfill.embedded import EmbeddedPostgres
 from backfill.errors import ConfigError
