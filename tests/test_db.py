@@ -59,7 +59,7 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
     assert tables(app_dsn) == OURS
-    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0004 (head)"
+    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0005 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
@@ -83,7 +83,7 @@ def test_sql_output_is_the_checkouts_and_the_shipped_schema(tmp_path):
     assert up.stdout == backfill("db", "schema", cwd=tmp_path).stdout == (ROOT / "sql" / "schema.sql").read_text()
     down = backfill("db", "downgrade", "base", "--sql", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout == alembic("downgrade", "fb0004:base", "--sql").stdout
+    assert down.stdout == alembic("downgrade", "fb0005:base", "--sql").stdout
     assert "DROP TABLE feedback_backfill_lease" in down.stdout
 
 
