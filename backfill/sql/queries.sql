@@ -211,6 +211,8 @@ SET rows_examined = rows_examined + %(examined)s,
     records_stored = records_stored + %(records)s,
     api_requests = api_requests + %(api_requests)s,
     api_errors = api_errors + %(api_errors)s,
+    rate_limit_wait_s = rate_limit_wait_s + %(rate_limit_wait_s)s,
+    outage_wait_s = outage_wait_s + %(outage_wait_s)s,
     heartbeat_at = now()
 WHERE id = %(invocation_id)s;
 
@@ -219,7 +221,9 @@ WHERE id = %(invocation_id)s;
 UPDATE feedback_backfill_invocations
 SET finished_at = now(), heartbeat_at = now(), outcome = %(outcome)s, message = %(message)s,
     api_requests = api_requests + %(api_requests)s,
-    api_errors = api_errors + %(api_errors)s
+    api_errors = api_errors + %(api_errors)s,
+    rate_limit_wait_s = rate_limit_wait_s + %(rate_limit_wait_s)s,
+    outage_wait_s = outage_wait_s + %(outage_wait_s)s
 WHERE id = %(invocation_id)s;
 
 -- =====================================================================================
@@ -285,7 +289,8 @@ ORDER BY s.run_date, s.state, s.reason;
 -- Every `backfill run` (one row each: a small table), oldest first.
 SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
        i.rows_pending_at_start, i.rows_examined, i.rows_enriched, i.rows_no_feedback,
-       i.rows_failed, i.records_stored, i.api_requests, i.api_errors
+       i.rows_failed, i.records_stored, i.api_requests, i.api_errors,
+       i.rate_limit_wait_s, i.outage_wait_s
 FROM feedback_backfill_invocations AS i
 ORDER BY i.id;
 
