@@ -336,6 +336,11 @@ class FakeLangSmith:
         with self._lock:
             self._windows.append(_Window(429, seconds, None, self._seen + after, retry_after))
 
+    def end_windows(self) -> None:
+        """End every outage and rate-limit window now (the incident is over)."""
+        with self._lock:
+            self._windows.clear()
+
     def window_started_at(self, index: int = 0) -> float | None:
         """When (``time.monotonic()``) the ``index``-th outage or rate-limit window began."""
         with self._lock:

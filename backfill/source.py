@@ -188,7 +188,7 @@ class FeedbackSource:
     stop: threading.Event = field(default_factory=threading.Event)
     outage_wait_s: float = 600.0
     rate_limit_first_s: float = RATE_LIMIT_FIRST_S
-    rate_limit_budget_s: float = RATE_LIMIT_BUDGET_S
+    rate_limit_budget_s: float | None = None  # None: RATE_LIMIT_BUDGET_S, read when needed
     requests: int = 0
     errors: int = 0
     stray: int = 0  # records dropped: for runs that were not asked
@@ -278,8 +278,10 @@ class FeedbackSource:
                     raise BatchFailed(f.detail, self.requests, needs_proof=True) from None
                 if f.kind == "unavailable":
                     unavailable += 1
-                    if unavailable < self.max_retries:
-                        self._wait_outage(f.retry_after if f.retry_after is not None else self._backoff(unavailable))
+                    wait = f.retry_after if f.retry_after is not None else self._backoff(unavailable)
+                    # retries count against --outage-wait too: past it, the probe decides at once
+                    if unavailable < self.max_retries and self._episode_s + wait <= self.outage_wait_s:
+                        self._wait_outage(wait)
                         continue
                     if not self.answered:
                         # nothing has ever answered: a wrong endpoint or no route to it, which
@@ -371,7 +373,8 @@ class FeedbackSource:
         wait = f.retry_after
         if wait is None:
             wait = min(RATE_LIMIT_CAP_S, self.rate_limit_first_s * 2 ** (self._limited_n - 1))
-        if self._limited_s + wait > self.rate_limit_budget_s:
+        budget = RATE_LIMIT_BUDGET_S if self.rate_limit_budget_s is None else self.rate_limit_budget_s
+        if self._limited_s + wait > budget:
             raise ApiUnavailable(
                 f"LangSmith at {self.settings.endpoint} kept answering 429 (rate limited) for"
                 f" {self._limited_s:.0f}s; the key is shared with the extractor: stopped, nothing of the"
