@@ -380,7 +380,7 @@ class FakeLangSmith:
         extra: dict[str, str] = {}
         try:
             if path == "/feedback" and h.command == "GET":
-                body = self._feedback_answer(h, query, headers)
+                body = self._feedback_answer(h, query, headers, received)
             elif path == "/info" and h.command == "GET":
                 body = json.dumps(INFO)
             elif path in ("/feedback", "/info"):
@@ -427,9 +427,9 @@ class FakeLangSmith:
         with self._lock:
             return self._failures.popleft() if self._failures else None
 
-    def _infrastructure(self, query: dict[str, list[str]]) -> _Failure | None:
-        """A 414 for too many ids, or the answer of an outage or rate-limit window now."""
-        now = time.monotonic()
+    def _infrastructure(self, query: dict[str, list[str]], now: float) -> _Failure | None:
+        """A 414 for too many ids, or the answer of an outage or rate-limit window at ``now``
+        (the request's arrival, as logged: a window starts at its first request's ``at``)."""
         with self._lock:
             self._seen += 1
             if self._max_ids is not None and len(query.get("run", [])) > self._max_ids[0]:
@@ -439,13 +439,15 @@ class FakeLangSmith:
                     return _Failure(window.status, window.retry_after, None)
         return None
 
-    def _feedback_answer(self, h: _Handler, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+    def _feedback_answer(
+        self, h: _Handler, query: dict[str, list[str]], headers: dict[str, str], received: float
+    ) -> str:
         stall, reset = self._take()
         if stall > 0:
             self._stopping.wait(stall)
         if reset:
             raise _Reset
-        failure = self._infrastructure(query) or self._next_failure()
+        failure = self._infrastructure(query, received) or self._next_failure()
         if failure is not None:
             extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
             try:

@@ -963,7 +963,7 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
     text = "\n".join(printed)
     for seen in (
         "refused the API key",
-        "failed 6 times in a row (HTTP 503)",
+        "failed 2 times in a row (HTTP 503)",
         "examined 10 row(s)",
         "cannot connect to the database",
         "database error: terminating connection",
