@@ -27,9 +27,12 @@ from .errors import AlreadyRunning, ApiUnavailable, BackfillError, DatabaseError
 from .feedback import DONE, FAILED, INVALID, NO_FEEDBACK, Outcome, decide, promised
 from .source import BatchFailed, FeedbackSource, Interrupted, UrlTooLong, canonical_run_id
 
-#: A batch whose promised runs come back empty this often means a wrong workspace/key.
+#: A batch whose promised runs come back empty this often is suspicious: a wrong
+#: workspace/key, or feedback expired or deleted in LangSmith; the probe tells which.
 EMPTY_RATIO = 0.5
 EMPTY_MIN_RUNS = 3
+#: The probe asks for the window's newest this many runs whose feedback_stats count records.
+PROBE_RUNS = 5
 #: Write transactions that hit a deadlock or lock timeout are tried this many times.
 WRITE_ATTEMPTS = 3
 
@@ -512,7 +515,7 @@ def _batch(
             to_fetch.append(row)
     if to_fetch:
         fetched = fetch_isolating(source, [r.run_id for r in to_fetch])
-        _check_workspace(to_fetch, fetched)
+        _check_workspace(gw, source, options, to_fetch, fetched)
         for row in to_fetch:
             got = fetched[row.run_id]
             last_attempt = row.attempts + 1 >= options.max_attempts
@@ -549,15 +552,51 @@ def _configure(source: FeedbackSource, options: RunOptions) -> None:
     source.rate_limit_first_s = options.rate_limit_first_s
 
 
-def _check_workspace(rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+def _check_workspace(
+    gw: db.Gateway,
+    source: FeedbackSource,
+    options: RunOptions,
+    rows: list[Row],
+    fetched: dict[str, list[dict[str, Any]] | str],
+) -> None:
+    """Stop (``WrongWorkspace``) if the API key is not the workspace the runs came from.
+
+    A batch where most runs whose feedback_stats promise records come back empty raises
+    the question, but cannot answer it: a key of another workspace gets [] for everything,
+    and so do runs whose feedback expired or was deleted in LangSmith, which are the oldest
+    ones, where the walk starts (deciding from the batch alone stopped every run at that
+    same first batch, for ever). So the question goes to a probe that deleted feedback
+    cannot fool: the window's newest runs whose feedback_stats promise records. A wrong key
+    gets nothing for (most of) them; then the run stops, writing nobody off. Otherwise the
+    empty runs are ``failed``/``mismatch`` (``decide``), retried up to --max-attempts, and
+    the walk goes on to newer days.
+    """
     promising = [r for r in rows if promised(r.feedback_stats) > 0 and not isinstance(fetched[r.run_id], str)]
     empty = [r for r in promising if not fetched[r.run_id]]
-    if len(promising) >= EMPTY_MIN_RUNS and len(empty) > EMPTY_RATIO * len(promising):
+    if len(promising) < EMPTY_MIN_RUNS or len(empty) <= EMPTY_RATIO * len(promising):
+        return
+    probe = _probe_runs(gw, options)
+    got = fetch_isolating(source, probe) if probe else {}
+    answered = [rid for rid in probe if not isinstance(got[rid], str)]
+    silent = [rid for rid in answered if not got[rid]]
+    if not answered or len(silent) > EMPTY_RATIO * len(answered):
         raise WrongWorkspace(
             f"LangSmith returned no feedback for {len(empty)} of {len(promising)} runs whose feedback_stats"
-            " count records: is LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID) the workspace these runs"
-            " came from? Stopped; nothing was written off"
+            f" count records, nor for {len(silent)} of the window's {len(answered)} newest such runs: is"
+            " LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID) the workspace these runs came from?"
+            " Stopped; nothing was written off"
         )
+
+
+def _probe_runs(gw: db.Gateway, options: RunOptions) -> list[str]:
+    """The window's newest ``PROBE_RUNS`` runs whose feedback_stats count records."""
+    w = options.window
+    rows = gw.execute(
+        "workspace_probe_runs",
+        {"since": w.since, "until": w.until, "projects": list(w.projects) or None, "n": PROBE_RUNS},
+    )
+    gw.commit()  # no transaction stays open while the probe is fetched
+    return [r["run_id"] for r in rows if canonical_run_id(r["run_id"]) is not None]
 
 
 def write(

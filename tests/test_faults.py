@@ -594,6 +594,24 @@ def test_an_api_answering_empty_mid_run_stops_writing_nobody_off(dsn):
         assert_exact(dsn, fake, before)
 
 
+def test_feedback_deleted_on_the_oldest_day_does_not_block_the_window(dsn, fake):
+    """Runs whose feedback LangSmith no longer has are mismatches, not a wrong workspace."""
+    ids = seed(dsn, 90, days=3)  # run i on TODAY - (i % 3) days: the walk starts at ids[2::3]
+    gone = [r for r in ids[2::3] if synthetic.feedback_for_run(r)]
+    assert len(gone) >= 3
+    for rid in gone:
+        fake.set_feedback(rid, [])  # deleted in LangSmith; feedback_stats still count them
+    before = raw_rows(dsn)
+    summary = go(dsn, fake, batch_size=30)  # the first batch is the oldest day
+    assert summary.exit_code == 3 and summary.failed == {"mismatch": len(gone)}
+    assert_exact(dsn, fake, before, states={r: ("failed", "mismatch") for r in gone})
+    # the probe asked the window's newest runs whose feedback_stats count records, and got them
+    probe = arrivals(fake)[1]
+    newest = [r for r in ids[0::3] if synthetic.feedback_for_run(r)]
+    assert len(probe.query["run"]) == 5 and set(probe.query["run"]) <= set(newest)
+    assert len(fake.feedback_requests()) == 4  # 3 batches and one probe
+
+
 def test_an_api_answering_empty_for_runs_without_feedback_is_no_feedback(dsn, fake):
     """[] everywhere is only an alarm when feedback_stats promise records."""
     ids = [r for r in (synthetic.run_id_for(i, "quiet") for i in range(60)) if not synthetic.feedback_for_run(r)]

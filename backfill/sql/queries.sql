@@ -87,6 +87,20 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
 ORDER BY r.id
 LIMIT %(batch_size)s;
 
+-- workspace_probe_runs --
+-- The wrong-workspace probe (runner._check_workspace): the window's newest runs whose
+-- feedback_stats count records, newest day first. New feedback is the least likely to
+-- have expired or been deleted in LangSmith, so a key that gets nothing for these is the
+-- wrong key. A backward scan of the app's idx_runs_run_date that stops at %(n)s matches
+-- (about one run in three has feedback); run only when a batch looks suspicious.
+SELECT r.run_id
+FROM runs AS r
+WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+ORDER BY r.run_date DESC, r.id DESC
+LIMIT %(n)s;
+
 -- lock_rows --
 -- Lock the rows about to be patched, skipping any that another writer (the extractor's
 -- upsert) holds right now: we never wait on the app, never make it wait behind a queue of
