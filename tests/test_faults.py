@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -196,6 +197,12 @@ def test_429_without_retry_after_backs_off_and_completes(dsn, fake, times):
     assert summary.rate_limit_wait_s >= 0.05 * (2**times - 1) and summary.outage_wait_s == 0
     assert invocations(dsn)[-1]["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s)
     assert_exact(dsn, fake, before)
+    # the summary, and `backfill status` (text and --json), show the time waited
+    assert any(line.startswith("  waited       ") and "on rate limits (429)" in line for line in summary.lines())
+    report = backfill.status(Database(dsn))
+    last = report.to_json()["runs"]["last"]
+    assert last["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s) and last["outage_wait_s"] == 0
+    assert any(line.strip().startswith("waited ") and "on rate limits (429)" in line for line in report.lines())
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
@@ -298,6 +305,23 @@ def test_an_outage_longer_than_outage_wait_stops_with_exit_1_and_the_rerun_is_ex
             f"{during} requests during the outage, {inv['outage_wait_s']:.1f} s waited, exit 1,"
             " 0 rows marked; the re-run completes"
         )
+
+
+def test_sigterm_during_an_outage_wait_stops_at_once_marking_nothing(dsn, fake):
+    seed(dsn, 30, days=1)
+    before = raw_rows(dsn)
+    fake.outage(600.0, status=503)
+    proc = start_cli(dsn, fake)
+    # 5 attempts, then probes; after the 7th request (the 2nd probe) the backoff is 16-32 s
+    wait_for(lambda: len(fake.feedback_requests()) >= 7)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - sent < 10.0  # the backoff in progress was cut short, not served
+    assert "interrupted" in err and "Traceback" not in err
+    assert status(dsn) == {} and raw_rows(dsn) == before
+    assert invocations(dsn)[-1]["outcome"] == "interrupted"
 
 
 def test_an_outage_of_503s_from_the_start_is_waited_out(dsn, fake):
