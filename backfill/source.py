@@ -442,10 +442,13 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
         if status >= 500:
             return "server", detail, None
         return "refused", detail, None
-    if _in_chain(exc, requests.Timeout) or _in_chain(exc, urllib3.exceptions.TimeoutError):
+    # (not urllib3's TimeoutError: its NewConnectionError, a refused connection, is one too)
+    if _in_chain(exc, requests.Timeout):
         return "unavailable", "timeout", None
-    if _in_chain(exc, requests.RequestException) or _in_chain(exc, urllib3.exceptions.HTTPError):
+    if _in_chain(exc, requests.ConnectionError):
         return "unavailable", "connection failed", None
+    if _in_chain(exc, requests.RequestException) or _in_chain(exc, urllib3.exceptions.HTTPError):
+        return "unavailable", f"request failed ({exc.__class__.__name__})", None
     # not a network, HTTP or JSON failure: a bug here or in the SDK; the innermost cause is
     # the one to report (the SDK's wrapper text may quote request headers)
     raise _chain(exc)[-1]

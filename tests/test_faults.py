@@ -307,13 +307,14 @@ def test_an_outage_longer_than_outage_wait_stops_with_exit_1_and_the_rerun_is_ex
         )
 
 
+@pytest.mark.timeout(120)
 def test_sigterm_during_an_outage_wait_stops_at_once_marking_nothing(dsn, fake):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
     fake.outage(600.0, status=503)
     proc = start_cli(dsn, fake)
     # 5 attempts, then probes; after the 7th request (the 2nd probe) the backoff is 16-32 s
-    wait_for(lambda: len(fake.feedback_requests()) >= 7)
+    wait_for(lambda: len(fake.feedback_requests()) >= 7, timeout=60)  # 12-24 s of backoff
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
