@@ -4,10 +4,13 @@ It speaks real HTTP so that the real ``langsmith.Client`` (paths, query paramete
 ``x-api-key``, offset paging) is exercised, not a mock of it.
 
 Order of checks for GET /feedback (infrastructure faults come before the application):
-latency, stall, reset, fail_next, auth (401), validation (422), poison (500),
-empty_all, data (stray/duplicate), truncate.
+latency, stall, reset, URL too long (414, ``max_ids``), windows (``outage``,
+``rate_limit_window``), fail_next, auth (401), validation (422), poison (500), empty_all,
+data (stray/duplicate, ``ignore_offset``), truncate.
 
-Run standalone: ``python -m backfill.fake_langsmith --port 8123 --api-key K``.
+Run standalone: ``python -m backfill.fake_langsmith --port 8123 --api-key K``; the fault
+modes of real incidents are options too (``--outage 25 --fault-after 30``: after the first
+30 requests, 25 s of 500s; ``--rate-limit-window 20``, ``--ignore-offset``, ``--max-ids 50``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,32 @@ class _Failure:
     status: int
     retry_after: str | None
     body: str | None
+
+
+@dataclass
+class _Window:
+    """Every /feedback request answers ``status`` for ``seconds`` (or ``requests`` requests),
+    from the request that arrives after the first ``after`` ones."""
+
+    status: int
+    seconds: float | None
+    requests: int | None
+    after: int
+    retry_after: str | None
+    started_at: float | None = None
+    served: int = 0
+
+    def strikes(self, seen: int, now: float) -> bool:
+        if self.started_at is None:
+            if seen <= self.after:
+                return False
+            self.started_at = now
+        if self.requests is not None:
+            if self.served >= self.requests:
+                return False
+            self.served += 1
+            return True
+        return self.seconds is not None and now < self.started_at + self.seconds
 
 
 class _Answer(Exception):
@@ -183,6 +212,10 @@ class FakeLangSmith:
         self._reset = 0
         self._stray: list[dict[str, Any]] = []
         self._duplicate = False
+        self._ignore_offset = False
+        self._max_ids: tuple[int, int] | None = None
+        self._windows: list[_Window] = []
+        self._seen = 0  # /feedback requests received
         self._socks: set[socket.socket] = set()
         self._reset_socks: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -282,6 +315,47 @@ class FakeLangSmith:
         with self._lock:
             self._duplicate = on
 
+    def outage(
+        self,
+        seconds: float | None = None,
+        *,
+        requests: int | None = None,
+        status: int = 500,
+        after: int = 0,
+    ) -> None:
+        """An incident: every /feedback request answers ``status`` for ``seconds`` (or for
+        ``requests`` requests), starting with the request after the next ``after`` ones."""
+        if (seconds is None) == (requests is None):
+            raise ValueError("give seconds or requests")
+        with self._lock:
+            self._windows.append(_Window(status, seconds, requests, self._seen + after, None))
+
+    def rate_limit_window(self, seconds: float, *, retry_after: str | None = None, after: int = 0) -> None:
+        """A load balancer's rate-limit window: 429 (without Retry-After unless given) to every
+        /feedback request for ``seconds``, from the request after the next ``after`` ones."""
+        with self._lock:
+            self._windows.append(_Window(429, seconds, None, self._seen + after, retry_after))
+
+    def end_windows(self) -> None:
+        """End every outage and rate-limit window now (the incident is over)."""
+        with self._lock:
+            self._windows.clear()
+
+    def window_started_at(self, index: int = 0) -> float | None:
+        """When (``time.monotonic()``) the ``index``-th outage or rate-limit window began."""
+        with self._lock:
+            return self._windows[index].started_at
+
+    def ignore_offset(self, on: bool = True) -> None:
+        """Serve the first page whatever ``offset`` says (a proxy that drops the parameter)."""
+        with self._lock:
+            self._ignore_offset = on
+
+    def max_ids(self, n: int | None, status: int = 414) -> None:
+        """Answer ``status`` (414 URI Too Long, or 431) to a request naming more than ``n`` runs."""
+        with self._lock:
+            self._max_ids = None if n is None else (n, status)
+
     # serving
 
     def _track(self, sock: socket.socket, *, add: bool) -> None:
@@ -306,7 +380,7 @@ class FakeLangSmith:
         extra: dict[str, str] = {}
         try:
             if path == "/feedback" and h.command == "GET":
-                body = self._feedback_answer(h, query, headers)
+                body = self._feedback_answer(h, query, headers, received)
             elif path == "/info" and h.command == "GET":
                 body = json.dumps(INFO)
             elif path in ("/feedback", "/info"):
@@ -342,20 +416,38 @@ class FakeLangSmith:
         with self._lock:
             self.requests.append(RequestLog(method, path, query, headers, status, at))
 
-    def _take(self) -> tuple[float, bool, _Failure | None]:
+    def _take(self) -> tuple[float, bool]:
         with self._lock:
             stall = self._stalls.popleft() if self._stalls else 0.0
             reset = self._reset > 0
             self._reset -= reset
-            failure = None if reset or not self._failures else self._failures.popleft()
-        return stall, reset, failure
+        return stall, reset
 
-    def _feedback_answer(self, h: _Handler, query: dict[str, list[str]], headers: dict[str, str]) -> str:
-        stall, reset, failure = self._take()
+    def _next_failure(self) -> _Failure | None:
+        with self._lock:
+            return self._failures.popleft() if self._failures else None
+
+    def _infrastructure(self, query: dict[str, list[str]], now: float) -> _Failure | None:
+        """A 414 for too many ids, or the answer of an outage or rate-limit window at ``now``
+        (the request's arrival, as logged: a window starts at its first request's ``at``)."""
+        with self._lock:
+            self._seen += 1
+            if self._max_ids is not None and len(query.get("run", [])) > self._max_ids[0]:
+                return _Failure(self._max_ids[1], None, None)
+            for window in self._windows:
+                if window.strikes(self._seen, now):
+                    return _Failure(window.status, window.retry_after, None)
+        return None
+
+    def _feedback_answer(
+        self, h: _Handler, query: dict[str, list[str]], headers: dict[str, str], received: float
+    ) -> str:
+        stall, reset = self._take()
         if stall > 0:
             self._stopping.wait(stall)
         if reset:
             raise _Reset
+        failure = self._infrastructure(query, received) or self._next_failure()
         if failure is not None:
             extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
             try:
@@ -374,6 +466,8 @@ class FakeLangSmith:
         with self._lock:
             poisoned = any(r in self._poisoned for r in runs)
             stray, duplicate = list(self._stray), self._duplicate
+            if self._ignore_offset:
+                offset = 0
         if poisoned:
             raise _Answer(500, "Internal Server Error")
         records: list[dict[str, Any]] = []
@@ -408,10 +502,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--api-key", default="fake-key")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--outage", type=float, metavar="S", help="an incident: S seconds of --outage-status answers")
+    parser.add_argument("--outage-requests", type=int, metavar="N", help="an incident of N requests instead")
+    parser.add_argument("--outage-status", type=int, default=500, help="the incident's status (500, 502, 503)")
+    parser.add_argument("--rate-limit-window", type=float, metavar="S", help="S seconds of 429 without Retry-After")
+    parser.add_argument("--retry-after", metavar="V", help="send this Retry-After with the window's 429s")
+    parser.add_argument(
+        "--fault-after", type=int, default=0, metavar="N", help="the windows start after the first N requests"
+    )
+    parser.add_argument("--ignore-offset", action="store_true", help="serve the first page whatever offset says")
+    parser.add_argument("--max-ids", type=int, metavar="N", help="414 to requests naming more than N runs")
     args = parser.parse_args(argv)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    fake = FakeLangSmith(args.api_key, latency_s=args.latency_ms / 1000, host=args.host, port=args.port).start()
+    fake = FakeLangSmith(args.api_key, latency_s=args.latency_ms / 1000, host=args.host, port=args.port)
+    if args.outage is not None or args.outage_requests is not None:
+        fake.outage(args.outage, requests=args.outage_requests, status=args.outage_status, after=args.fault_after)
+    if args.rate_limit_window is not None:
+        fake.rate_limit_window(args.rate_limit_window, retry_after=args.retry_after, after=args.fault_after)
+    if args.ignore_offset:
+        fake.ignore_offset()
+    if args.max_ids is not None:
+        fake.max_ids(args.max_ids)
+    fake.start()
     print(f"fake LangSmith listening on {fake.url}", flush=True)
     try:
         while not done.wait(0.5):

@@ -25,11 +25,14 @@ from . import db
 from .config import Database, LangSmith, Window
 from .errors import AlreadyRunning, ApiUnavailable, BackfillError, DatabaseError, UsageError, WrongWorkspace
 from .feedback import DONE, FAILED, INVALID, NO_FEEDBACK, Outcome, decide, promised
-from .source import BatchFailed, FeedbackSource, Interrupted, canonical_run_id
+from .source import BatchFailed, FeedbackSource, Interrupted, UrlTooLong, canonical_run_id
 
-#: A batch whose promised runs come back empty this often means a wrong workspace/key.
+#: A batch whose promised runs come back empty this often is suspicious: a wrong
+#: workspace/key, or feedback expired or deleted in LangSmith; the probe tells which.
 EMPTY_RATIO = 0.5
 EMPTY_MIN_RUNS = 3
+#: The probe asks for the window's newest this many runs whose feedback_stats count records.
+PROBE_RUNS = 5
 #: Write transactions that hit a deadlock or lock timeout are tried this many times.
 WRITE_ATTEMPTS = 3
 
@@ -50,6 +53,10 @@ class RunOptions:
     refetch: bool = False
     #: With refetch: also replace the extractor's reduced records by the API's (revert restores them).
     replace_extractor_records: bool = False
+    #: --outage-wait: how long an API outage is waited out before the run stops (exit 1)
+    outage_wait_s: float = 600.0
+    #: the first wait on a 429 without Retry-After (doubling to 60 s); see source.py
+    rate_limit_first_s: float = 10.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,6 +66,8 @@ class RunOptions:
             (self.limit is None or self.limit >= 1, "--limit must be 1 or more"),
             (self.max_retries >= 1, "max_retries must be 1 or more"),
             (self.refetch or not self.replace_extractor_records, "--replace-extractor-records needs --refetch"),
+            (self.outage_wait_s >= 0, "--outage-wait must be 0 or more"),
+            (self.rate_limit_first_s >= 0, "rate_limit_first_s must be 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,6 +93,8 @@ class RunSummary:
     interrupted_by: int | None = None
     dry_run: bool = False
     would_be_invalid: int = 0
+    rate_limit_wait_s: float = 0.0  # seconds spent waiting out 429s
+    outage_wait_s: float = 0.0  # seconds spent backing off failing requests and outage probes
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +125,11 @@ class RunSummary:
                 f"  failed       {failed} row(s)" + (f" ({by_reason})" if by_reason else ""),
                 f"  API requests {self.api_requests} ({self.api_errors} failed)",
             ]
+            if self.rate_limit_wait_s or self.outage_wait_s:
+                out.append(
+                    f"  waited       {self.rate_limit_wait_s:.1f}s on rate limits (429),"
+                    f" {self.outage_wait_s:.1f}s on API failures and outages"
+                )
             if self.dropped:
                 out.append(f"  dropped      {self.dropped} record(s) for runs not asked or repeated across pages")
             if self.skipped:
@@ -400,6 +416,7 @@ def _finish(
 ) -> None:
     summary.api_requests, summary.api_errors = source.requests, source.errors
     summary.dropped = source.stray + source.duplicates
+    summary.rate_limit_wait_s, summary.outage_wait_s = source.rate_limit_wait, source.outage_wait
     # The connection may be gone (that may be why we are here): then the invocation row
     # simply stays unfinished, as after a kill; the lease is released by its own connection.
     with contextlib.suppress(DatabaseError):
@@ -412,6 +429,8 @@ def _finish(
                 "message": message,
                 "api_requests": source.requests - counted[0],
                 "api_errors": source.errors - counted[1],
+                "rate_limit_wait_s": source.rate_limit_wait - source.counted_waits[0],
+                "outage_wait_s": source.outage_wait - source.counted_waits[1],
             },
         )
         gw.commit()
@@ -431,15 +450,66 @@ def _refetch_since(gw: db.Gateway) -> dt.datetime:
 def fetch_isolating(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
     """Records per run; a request the API refuses is split until the culprit is alone.
 
-    The value is the run's records, or the reason its fetch failed.
+    The value is the run's records, or the reason its fetch failed. Requests name at most
+    ``source.max_ids`` runs (lowered for the rest of the invocation by a 414/431).
+
+    Poison or outage: a 500 may come from one run in the request, or from the API itself. A
+    refused request is halved and both halves are asked before either is split further, so
+    that a healthy API proves itself along the way: with one poisoned run, one half of each
+    pair succeeds. A run is written off (``failed``/``api_error``) only once a request made
+    after its own failure has succeeded; where none has, and where both halves fail (two
+    poisoned runs, or an outage), ``source.healthy()`` probes with a run known to be fine,
+    and waits out an outage (no row marked, no attempt spent) before asking again. One
+    poisoned run in a batch of n costs at most 2*log2(n) + 2 requests: the whole batch, two
+    per halving, and one probe when the culprit is the last of its pair.
     """
+    out: dict[str, list[dict[str, Any]] | str] = {}
+    i = 0
+    while i < len(run_ids):
+        chunk = run_ids[i : i + source.max_ids]
+        try:
+            out.update(_fetch_or_isolate(source, chunk))
+        except UrlTooLong:
+            continue  # max_ids was lowered: the same ids again, in smaller requests
+        i += len(chunk)
+    return out
+
+
+def _fetch_or_isolate(source: FeedbackSource, run_ids: list[str]) -> dict[str, list[dict[str, Any]] | str]:
     try:
         return dict(source.fetch(run_ids))
-    except BatchFailed as exc:
+    except UrlTooLong as exc:
         if len(run_ids) == 1:
+            return {run_ids[0]: f"API error: {exc.detail} (URL too long for one run id)"}
+        # the next requests name half as many runs; the caller asks these ids again
+        source.max_ids = min(source.max_ids, max(1, len(run_ids) // 2))
+        raise
+    except BatchFailed as exc:
+        return _isolate(source, run_ids, exc)
+
+
+def _isolate(source: FeedbackSource, run_ids: list[str], exc: BatchFailed) -> dict[str, list[dict[str, Any]] | str]:
+    """``run_ids`` were refused as a whole (``exc``): find the culprit(s)."""
+    if len(run_ids) == 1:
+        if not exc.needs_proof or source.last_success > exc.seq or source.healthy(exc.detail):
             return {run_ids[0]: f"API error: {exc.detail}"}
-        mid = len(run_ids) // 2
-        return {**fetch_isolating(source, run_ids[:mid]), **fetch_isolating(source, run_ids[mid:])}
+        return fetch_isolating(source, run_ids)  # an outage was waited out: ask again
+    mid = len(run_ids) // 2
+    out: dict[str, list[dict[str, Any]] | str] = {}
+    refused: list[tuple[list[str], BatchFailed]] = []
+    for half in (run_ids[:mid], run_ids[mid:]):
+        try:
+            out.update(source.fetch(half))
+        except BatchFailed as refusal:
+            refused.append((half, refusal))
+        except UrlTooLong:
+            source.max_ids = min(source.max_ids, max(1, len(half) // 2))
+            out.update(fetch_isolating(source, half))
+    if len(refused) == 2 and all(r.needs_proof for _, r in refused) and not source.healthy(refused[1][1].detail):
+        return fetch_isolating(source, run_ids)  # both halves failed in an outage, now over: ask again
+    for half, why in refused:
+        out.update(_isolate(source, half, why))
+    return out
 
 
 def _batch(
@@ -450,6 +520,7 @@ def _batch(
     summary: RunSummary,
     counted: tuple[int, int],
 ) -> tuple[int, int]:
+    _configure(source, options)
     outcomes: dict[str, Outcome] = {}
     to_fetch: list[Row] = []
     for row in batch:
@@ -460,7 +531,7 @@ def _batch(
             to_fetch.append(row)
     if to_fetch:
         fetched = fetch_isolating(source, [r.run_id for r in to_fetch])
-        _check_workspace(to_fetch, fetched)
+        _check_workspace(gw, source, options, to_fetch, fetched)
         for row in to_fetch:
             got = fetched[row.run_id]
             last_attempt = row.attempts + 1 >= options.max_attempts
@@ -471,20 +542,78 @@ def _batch(
                 else decide(got, row.feedback_stats, keep_partial=last_attempt and not options.refetch)
             )
     requests, errors = source.requests - counted[0], source.errors - counted[1]
-    replace = "extractor" if options.replace_extractor_records else "none"
-    write(gw, batch, outcomes, summary, requests, errors, refetch=options.refetch, replace=replace)
+    waits = (source.rate_limit_wait, source.outage_wait)
+    write(
+        gw,
+        batch,
+        outcomes,
+        summary,
+        requests,
+        errors,
+        refetch=options.refetch,
+        replace="extractor" if options.replace_extractor_records else "none",
+        rate_limit_wait_s=waits[0] - source.counted_waits[0],
+        outage_wait_s=waits[1] - source.counted_waits[1],
+    )
+    source.counted_waits = waits
     return source.requests, source.errors
 
 
-def _check_workspace(rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+def _configure(source: FeedbackSource, options: RunOptions) -> None:
+    """The outage and rate-limit knobs of ``options``, on the run's source.
+
+    Set here, before each batch, because the source is built in ``_locked_run``, which the
+    runner-lease work rewrites; passing them at construction is the tidier place once merged.
+    """
+    source.outage_wait_s = options.outage_wait_s
+    source.rate_limit_first_s = options.rate_limit_first_s
+
+
+def _check_workspace(
+    gw: db.Gateway,
+    source: FeedbackSource,
+    options: RunOptions,
+    rows: list[Row],
+    fetched: dict[str, list[dict[str, Any]] | str],
+) -> None:
+    """Stop (``WrongWorkspace``) if the API key is not the workspace the runs came from.
+
+    A batch where most runs whose feedback_stats promise records come back empty raises
+    the question, but cannot answer it: a key of another workspace gets [] for everything,
+    and so do runs whose feedback expired or was deleted in LangSmith, which are the oldest
+    ones, where the walk starts (deciding from the batch alone stopped every run at that
+    same first batch, for ever). So the question goes to a probe that deleted feedback
+    cannot fool: the window's newest runs whose feedback_stats promise records. A wrong key
+    gets nothing for (most of) them; then the run stops, writing nobody off. Otherwise the
+    empty runs are ``failed``/``mismatch`` (``decide``), retried up to --max-attempts, and
+    the walk goes on to newer days.
+    """
     promising = [r for r in rows if promised(r.feedback_stats) > 0 and not isinstance(fetched[r.run_id], str)]
     empty = [r for r in promising if not fetched[r.run_id]]
-    if len(promising) >= EMPTY_MIN_RUNS and len(empty) > EMPTY_RATIO * len(promising):
+    if len(promising) < EMPTY_MIN_RUNS or len(empty) <= EMPTY_RATIO * len(promising):
+        return
+    probe = _probe_runs(gw, options)
+    got = fetch_isolating(source, probe) if probe else {}
+    answered = [rid for rid in probe if not isinstance(got[rid], str)]
+    silent = [rid for rid in answered if not got[rid]]
+    if not answered or len(silent) > EMPTY_RATIO * len(answered):
         raise WrongWorkspace(
             f"LangSmith returned no feedback for {len(empty)} of {len(promising)} runs whose feedback_stats"
-            " count records: is LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID) the workspace these runs"
-            " came from? Stopped; nothing was written off"
+            f" count records, nor for {len(silent)} of the window's {len(answered)} newest such runs: is"
+            " LANGSMITH_API_KEY (and LANGSMITH_WORKSPACE_ID) the workspace these runs came from?"
+            " Stopped; nothing was written off"
         )
+
+
+def _probe_runs(gw: db.Gateway, options: RunOptions) -> list[str]:
+    """The window's newest ``PROBE_RUNS`` runs whose feedback_stats count records."""
+    w = options.window
+    rows = gw.execute(
+        "workspace_probe_runs",
+        {"since": w.since, "until": w.until, "projects": list(w.projects) or None, "n": PROBE_RUNS},
+    )
+    gw.commit()  # no transaction stays open while the probe is fetched
+    return [r["run_id"] for r in rows if canonical_run_id(r["run_id"]) is not None]
 
 
 def write(
@@ -497,11 +626,15 @@ def write(
     *,
     refetch: bool = False,
     replace: str = "none",
+    rate_limit_wait_s: float = 0.0,
+    outage_wait_s: float = 0.0,
 ) -> None:
     """Patch the enriched rows and checkpoint the batch, in one transaction.
 
     With ``refetch``, feedback_records are replaced where they are still ours; ``replace``
     ("extractor" or "any") also replaces records someone else wrote (see patch_refetch).
+    The waits are the seconds the batch spent on 429s and on API failures, added to the
+    invocation row.
     """
     # done rows, and a mismatch's partial records on its last attempt
     patch = [{"run_id": rid, "records": list(o.records)} for rid, o in outcomes.items() if o.records]
@@ -536,6 +669,8 @@ def write(
                         "records": tally["records"],
                         "api_requests": requests,
                         "api_errors": errors,
+                        "rate_limit_wait_s": rate_limit_wait_s,
+                        "outage_wait_s": outage_wait_s,
                     },
                 )
             break

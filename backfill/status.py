@@ -73,6 +73,8 @@ null when undefined, e.g. a division by zero; timestamps ISO 8601; dates YYYY-MM
                   started_at, heartbeat_at, finished_at, elapsed_ms, rows_pending_at_start,
                   rows_examined, rows_enriched, rows_no_feedback, rows_failed,
                   records_stored, api_requests, api_errors, rows_per_s, api_error_rate,
+                  rate_limit_wait_s (seconds waited out on 429s), outage_wait_s (seconds
+                  backing off failing requests and probing through API outages),
                   params {since, until, projects, batch_size, delay_ms, max_attempts}),
                   eta {pending, rows_per_s, seconds, floor_seconds, batch_size, delay_ms}:
                   seconds at the last run's throughput (null without one), floor_seconds
@@ -247,6 +249,8 @@ class Invocation:
     api_requests: int
     api_errors: int
     params: dict[str, Any]
+    rate_limit_wait_s: float = 0.0
+    outage_wait_s: float = 0.0
 
     @property
     def elapsed(self) -> dt.timedelta:
@@ -497,6 +501,11 @@ class StatusReport:
                 f"    API {run.api_requests:,} requests, {run.api_errors:,} failed"
                 f" ({_pct(run.api_error_rate)} error rate)",
             ]
+            if run.rate_limit_wait_s or run.outage_wait_s:
+                out.append(
+                    f"    waited {_duration(run.rate_limit_wait_s)} on rate limits (429),"
+                    f" {_duration(run.outage_wait_s)} on API failures and outages"
+                )
             if run.message:
                 out.append(f"    message: {run.message[:66]}")
         if self.lease is not None:
@@ -645,6 +654,8 @@ def _run_json(run: Invocation) -> dict[str, Any]:
         "api_errors": run.api_errors,
         "rows_per_s": run.rows_per_s,
         "api_error_rate": run.api_error_rate,
+        "rate_limit_wait_s": run.rate_limit_wait_s,
+        "outage_wait_s": run.outage_wait_s,
         "params": {
             k: run.params.get(k) for k in ("since", "until", "projects", "batch_size", "delay_ms", "max_attempts")
         },
@@ -764,6 +775,8 @@ def _invocations(rows: list[dict[str, Any]], lock_held: bool) -> list[Invocation
                 api_requests=r["api_requests"],
                 api_errors=r["api_errors"],
                 params=r["params"] if isinstance(r["params"], dict) else {},
+                rate_limit_wait_s=float(r.get("rate_limit_wait_s") or 0.0),
+                outage_wait_s=float(r.get("outage_wait_s") or 0.0),
             )
         )
     return runs

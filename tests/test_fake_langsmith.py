@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,6 +299,89 @@ def test_command_line_runs_until_sigterm() -> None:
         assert line.startswith("fake LangSmith listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
         assert requests.get(f"{url}/feedback", params={"run": RUNS[0]}, headers={"x-api-key": "K"}, timeout=5).ok
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+# incident modes (issue 11)
+
+
+def test_outage_for_n_requests_after_some(fake: FakeLangSmith) -> None:
+    fake.outage(requests=3, status=503, after=2)
+    assert [raw(fake, run=RUNS[0]).status_code for _ in range(7)] == [200, 200, 503, 503, 503, 200, 200]
+
+
+def test_outage_for_seconds_then_end_windows(fake: FakeLangSmith) -> None:
+    fake.outage(600.0)
+    assert fake.window_started_at() is None  # starts with the next request
+    assert [raw(fake, run=RUNS[0]).status_code for _ in range(3)] == [500] * 3
+    assert fake.window_started_at() is not None
+    fake.end_windows()
+    assert raw(fake, run=RUNS[0]).status_code == 200
+
+
+def test_outage_ends_after_its_seconds(fake: FakeLangSmith) -> None:
+    fake.outage(0.3)
+    assert raw(fake, run=RUNS[0]).status_code == 500
+    started = fake.window_started_at()
+    assert started is not None
+    while time.monotonic() < started + 0.3:
+        time.sleep(0.05)
+    assert raw(fake, run=RUNS[0]).status_code == 200
+
+
+def test_rate_limit_window_without_and_with_retry_after(fake: FakeLangSmith) -> None:
+    fake.rate_limit_window(600.0)
+    answer = raw(fake, run=RUNS[0])
+    assert answer.status_code == 429 and "Retry-After" not in answer.headers
+    fake.end_windows()
+    fake.rate_limit_window(600.0, retry_after="7")
+    answer = raw(fake, run=RUNS[0])
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "7"
+
+
+def test_ignore_offset_serves_the_first_page_again(fake: FakeLangSmith) -> None:
+    run = WITH_FEEDBACK[0]
+    fake.set_feedback(run, records(run, 150))
+    first = raw(fake, run=run).json()
+    assert len(first) == 100 and raw(fake, run=run, offset=100).json() == records(run, 150)[100:]
+    fake.ignore_offset()
+    assert raw(fake, run=run, offset=100).json() == first
+
+
+def test_max_ids_answers_414_above_n(fake: FakeLangSmith) -> None:
+    fake.max_ids(50)
+    assert raw(fake, run=RUNS[:50]).status_code == 200
+    assert raw(fake, run=RUNS[:51]).status_code == 414
+    fake.max_ids(50, status=431)
+    assert raw(fake, run=RUNS[:51]).status_code == 431
+    fake.max_ids(None)
+    assert raw(fake, run=RUNS[:51]).status_code == 200
+
+
+def test_command_line_fault_modes() -> None:
+    root = Path(__file__).resolve().parents[1]
+    args = ["--outage-requests", "2", "--outage-status", "502", "--fault-after", "1", "--max-ids", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backfill.fake_langsmith", "--port", "0", "--api-key", "K", *args, "--ignore-offset"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+
+        def get(runs: list[str], offset: int = 0) -> requests.Response:
+            params = {"run": runs, "limit": 100, "offset": offset}
+            return requests.get(f"{url}/feedback", params=params, headers={"x-api-key": "K"}, timeout=5)
+
+        assert [get(RUNS[:1]).status_code for _ in range(4)] == [200, 502, 502, 200]
+        assert get(RUNS[:4]).status_code == 414
+        assert get(WITH_FEEDBACK[:1], offset=5).json() == get(WITH_FEEDBACK[:1]).json() != []
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -25,9 +26,11 @@ from typing import Any
 
 import psycopg
 import pytest
+import requests
 
 import backfill
-from backfill import synthetic
+from backfill import cli, synthetic
+from backfill import source as source_module
 from backfill.config import Database, LangSmith, Window
 from backfill.errors import AlreadyRunning, ApiUnavailable, DatabaseError, WrongWorkspace
 from backfill.fake_langsmith import FakeLangSmith, RequestLog
@@ -38,6 +41,17 @@ from .helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed
 pytestmark = pytest.mark.timeout(60)
 
 KEY = "lsv2_faults_key_0123456789"
+
+#: Figures of the issue-11 scenarios (requests, seconds waited, rows marked), printed at the
+#: end of the session with -s: the source of docs/reliability.md's figures.
+FIGURES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_figures() -> Iterator[None]:
+    yield
+    for name, text in FIGURES.items():
+        print(f"\nFIGURE {name}: {text}")
 
 
 @pytest.fixture
@@ -171,11 +185,24 @@ def test_429_without_retry_after_backs_off_and_completes(dsn, fake, times):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
     fake.fail_next(429, times=times)
-    summary = go(dsn, fake)
+    # the default first wait is 10 s (tests/test_faults.py's 20 s window uses it); 0.05 s here
+    summary = go(dsn, fake, rate_limit_first_s=0.05)
     assert summary.exit_code == 0
-    assert [r.status for r in arrivals(fake)] == [429] * times + [200]
+    got = arrivals(fake)
+    assert [r.status for r in got] == [429] * times + [200]
     assert summary.api_errors == times and summary.api_requests == times + 1
+    # the wait doubles with each 429 in a row, and is counted as time spent on rate limits
+    gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
+    assert all(gap >= 0.05 * 2**i for i, gap in enumerate(gaps)), gaps
+    assert summary.rate_limit_wait_s >= 0.05 * (2**times - 1) and summary.outage_wait_s == 0
+    assert invocations(dsn)[-1]["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s)
     assert_exact(dsn, fake, before)
+    # the summary, and `backfill status` (text and --json), show the time waited
+    assert any(line.startswith("  waited       ") and "on rate limits (429)" in line for line in summary.lines())
+    report = backfill.status(Database(dsn))
+    last = report.to_json()["runs"]["last"]
+    assert last["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s) and last["outage_wait_s"] == 0
+    assert any(line.strip().startswith("waited ") and "on rate limits (429)" in line for line in report.lines())
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
@@ -213,32 +240,239 @@ def test_gateway_errors_are_retried_with_backoff(dsn, fake, code):
     assert_exact(dsn, fake, before)
 
 
-@pytest.mark.parametrize(("times", "requests"), [(1, 2), (2, 4)])
-def test_500_is_retried_once_then_the_batch_is_split(dsn, fake, times, requests):
+def test_a_500_splits_the_batch_at_once_and_a_success_proves_the_api_healthy(dsn, fake):
     ids = seed(dsn, 30, days=1)
     before = raw_rows(dsn)
-    fake.fail_next(500, times=times)
+    fake.fail_next(500, times=2)  # the batch, then its first half
     summary = go(dsn, fake)
-    assert summary.exit_code == 0
+    assert summary.exit_code == 0 and summary.failed == {}
     got = arrivals(fake)
-    assert [r.status for r in got] == [500] * times + [200] * (requests - times)
-    if times == 2:  # refused twice: the halves are asked separately
-        assert [r.query["run"] for r in got[2:]] == [ids[:15], ids[15:]]
+    # both halves are asked before either is split further: the second half's success shows
+    # the API works, so the first half is split (it was a passing 500: nothing is lost)
+    assert [r.status for r in got] == [500, 500, 200, 200, 200]
+    assert [r.query["run"] for r in got] == [ids, ids[:15], ids[15:], ids[:7], ids[7:15]]
     assert_exact(dsn, fake, before)
 
 
-def test_outage_mid_run_keeps_committed_batches_and_marks_nothing_of_the_failing_one(dsn):
+@pytest.mark.timeout(180)
+def test_a_25_s_outage_of_500s_mid_run_is_waited_out_marking_nothing(dsn):
+    """The issue's incident: 600 rows, every request answers 500 for 25 s from batch 4 on."""
+    seed(dsn, 600, days=3)
+    before = raw_rows(dsn)
+    first = ids_in_walk_order(dsn)[300]
+    with FakeLangSmith(KEY, feedback=tripwire(first, lambda: fake.outage(25.0))) as fake:
+        summary = go(dsn, fake, backoff_s=0.5)  # the production backoff
+        assert summary.exit_code == 0 and summary.failed == {}
+        st = assert_exact(dsn, fake, before)
+        assert {s["attempts"] for s in st.values()} == {1}  # no attempt spent on the outage
+        started = fake.window_started_at()
+        assert started is not None
+        during = [r for r in arrivals(fake) if started <= r.at < started + 25.0]
+        assert during and all(r.status == 500 for r in during)
+        assert len(during) <= 40
+        assert summary.outage_wait_s >= 20.0 and summary.rate_limit_wait_s == 0
+        inv = invocations(dsn)[-1]
+        assert inv["outage_wait_s"] == pytest.approx(summary.outage_wait_s) and inv["rows_failed"] == 0
+        FIGURES["outage 25 s of 500s, waited out"] = (
+            f"{summary.api_requests} requests ({len(during)} during the outage),"
+            f" {summary.outage_wait_s:.1f} s waited, 0 rows marked failed"
+        )
+
+
+def test_an_outage_longer_than_outage_wait_stops_with_exit_1_and_the_rerun_is_exact(dsn):
     ids = seed(dsn, 60, days=1)
     before = raw_rows(dsn)
-    # while batch 2 (rows 20-39) is answered, the API goes down for the 5 attempts of batch 3
-    with FakeLangSmith(KEY, feedback=tripwire(ids[20], lambda: fake.fail_next(503, times=5))) as fake:
-        with pytest.raises(ApiUnavailable, match="failed 5 times in a row"):
-            go(dsn, fake, batch_size=20)
+    # from batch 3 (rows 20-29) on, the API answers 503 until the test ends the incident
+    with FakeLangSmith(KEY, feedback=tripwire(ids[20], lambda: fake.outage(600.0, status=503))) as fake:
+        proc = start_cli(dsn, fake, "--outage-wait", "3s")
+        _, err = proc.communicate(timeout=60)
+        assert_one_line_error(proc, err)
+        last = err.strip().splitlines()[-1]
+        assert "failed" in last and "(HTTP 503)" in last and "--outage-wait 3s" in last
+        assert "nothing of the current batch was marked" in last
         st = assert_exact(dsn, fake, before, complete=False)
-        assert set(st) == set(ids[:40])
-        assert invocations(dsn)[-1]["outcome"] == "error"
-        go(dsn, fake, batch_size=20)
+        assert set(st) == set(ids[:30])  # batches 1-3 committed (3 answered as the outage began)
+        inv = invocations(dsn)[-1]
+        assert inv["outcome"] == "error" and inv["rows_failed"] == 0 and 1.0 <= inv["outage_wait_s"] <= 3.0
+        started = fake.window_started_at()
+        assert started is not None
+        during = len([r for r in arrivals(fake) if r.at >= started])
+        fake.end_windows()
+        again = start_cli(dsn, fake)
+        assert again.wait(30) == 0, again.stderr.read()
         assert_exact(dsn, fake, before)
+        FIGURES["outage longer than --outage-wait 3s"] = (
+            f"{during} requests during the outage, {inv['outage_wait_s']:.1f} s waited, exit 1,"
+            " 0 rows marked; the re-run completes"
+        )
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_an_outage_wait_stops_at_once_marking_nothing(dsn, fake):
+    seed(dsn, 30, days=1)
+    before = raw_rows(dsn)
+    fake.outage(600.0, status=503)
+    proc = start_cli(dsn, fake)
+    # 5 attempts, then probes; after the 7th request (the 2nd probe) the backoff is 16-32 s
+    wait_for(lambda: len(fake.feedback_requests()) >= 7, timeout=60)  # 12-24 s of backoff
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - sent < 10.0  # the backoff in progress was cut short, not served
+    assert "interrupted" in err and "Traceback" not in err
+    assert status(dsn) == {} and raw_rows(dsn) == before
+    assert invocations(dsn)[-1]["outcome"] == "interrupted"
+
+
+def test_an_outage_of_503s_from_the_start_is_waited_out(dsn, fake):
+    seed(dsn, 30, days=1)
+    before = raw_rows(dsn)
+    fake.outage(requests=12, status=503)
+    summary = go(dsn, fake)
+    assert summary.exit_code == 0 and summary.failed == {}
+    got = arrivals(fake)
+    assert [r.status for r in got] == [503] * 12 + [200, 200]  # the last probe, then the batch
+    # 5 attempts of the batch, then probes naming one random run id (no run known good yet)
+    assert all(len(r.query["run"]) == 1 and r.query["limit"] == ["1"] for r in got[5:13])
+    assert summary.outage_wait_s > 0
+    assert_exact(dsn, fake, before)
+
+
+@pytest.mark.timeout(180)
+def test_a_20_s_window_of_429_without_retry_after_is_waited_out(dsn):
+    """LangSmith's load balancer: 429 to everything for 20 s, no Retry-After, mid-run."""
+    seed(dsn, 400, days=1)
+    before = raw_rows(dsn)
+    first = ids_in_walk_order(dsn)[100]
+    with FakeLangSmith(KEY, feedback=tripwire(first, lambda: fake.rate_limit_window(20.0))) as fake:
+        summary = go(dsn, fake, batch_size=20)  # the default waits: 10 s, 20 s, 40 s, capped at 60 s
+        assert summary.exit_code == 0 and summary.failed == {}
+        st = assert_exact(dsn, fake, before)
+        assert {s["attempts"] for s in st.values()} == {1}
+        started = fake.window_started_at()
+        assert started is not None
+        got = arrivals(fake)
+        inside = [r for r in got if started <= r.at < started + 20.0]
+        assert inside and all(r.status == 429 for r in inside)
+        assert len(inside) <= 30
+        # 10 s, then 20 s: the retry after the window's end is answered
+        assert summary.rate_limit_wait_s >= 20.0 and summary.outage_wait_s == 0
+        assert invocations(dsn)[-1]["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s)
+        # after the 429s the pacing widened (0.5 s, then 1 s): the next requests keep >= 1 s apart
+        after = [r for r in got if r.at >= started + 20.0]
+        assert after[0].status == 200
+        gaps = [b.at - a.at for a, b in itertools.pairwise(after[:10])]
+        assert min(gaps) >= 1.0, gaps
+        FIGURES["429 window of 20 s without Retry-After"] = (
+            f"{summary.api_requests} requests ({len(inside)} inside the window),"
+            f" {summary.rate_limit_wait_s:.1f} s waited, 0 rows marked"
+        )
+
+
+def test_429s_for_longer_than_the_budget_end_the_run_marking_nothing(dsn, fake, monkeypatch):
+    seed(dsn, 30, days=1)
+    before = raw_rows(dsn)
+    monkeypatch.setattr(source_module, "RATE_LIMIT_BUDGET_S", 0.3)  # 15 minutes in production
+    fake.rate_limit_window(600.0)
+    with pytest.raises(ApiUnavailable, match=r"kept answering 429 \(rate limited\)"):
+        go(dsn, fake, rate_limit_first_s=0.05)
+    assert status(dsn) == {}
+    assert_exact(dsn, fake, before, complete=False)
+    assert invocations(dsn)[-1]["rate_limit_wait_s"] > 0
+
+
+def test_a_server_that_ignores_offset_ends_paging_and_stores_no_duplicate(dsn, fake):
+    ids = seed(dsn, 20, days=1)
+    big = {str(uuid.uuid4()): 70, str(uuid.uuid4()): 60, str(uuid.uuid4()): 150}
+    with psycopg.connect(dsn) as conn:
+        for rid, n in big.items():
+            add_run(conn, fake, make_records(rid, n), rid)
+    unpageable = list(big)[2]
+    fake.ignore_offset()
+    before = raw_rows(dsn)
+    summary = go(dsn, fake, batch_size=23)
+    # the first page again: no new record, so paging stops and the request is split; the
+    # runs of 70 and 60 records fit in one page each; 150 records of one run cannot be paged
+    assert summary.exit_code == 3 and summary.failed == {"api_error": 1}
+    st = assert_exact(dsn, fake, before, states={unpageable: ("failed", "api_error")})
+    assert st[unpageable]["error"] == "API error: paging did not advance"
+    assert [len(rows(dsn)[r]["feedback_records"]) for r in list(big)[:2]] == [70, 60]
+    assert len(st) == len(ids) + 3
+    assert len(fake.feedback_requests()) <= 30
+    FIGURES["offset ignored"] = (
+        f"{summary.api_requests} requests, 0 s waited, 1 row marked failed (a run of 150 records:"
+        " paging did not advance), no duplicate stored"
+    )
+
+
+def test_414_above_50_ids_lowers_the_ids_per_request(dsn, fake):
+    seed(dsn, 300, days=2)
+    before = raw_rows(dsn)
+    fake.max_ids(50)
+    summary = go(dsn, fake)  # --batch-size 100
+    assert summary.exit_code == 0 and summary.failed == {}
+    got = arrivals(fake)
+    assert [r.status for r in got].count(414) == 1  # once: the ids per request stay at 50
+    assert got[0].status == 414 and len(got[0].query["run"]) == 100
+    assert all(len(r.query["run"]) <= 50 for r in got[1:])
+    assert_exact(dsn, fake, before)
+    FIGURES["414 above 50 ids"] = f"{summary.api_requests} requests (one 414), 0 s waited, 0 rows marked"
+
+
+@pytest.mark.timeout(180)
+def test_one_poisoned_run_in_2400_is_isolated(dsn, fake):
+    seed(dsn, 2400, days=3)
+    order = ids_in_walk_order(dsn)
+    culprit = order[1234]
+    fake.poison(culprit)
+    before = raw_rows(dsn)
+    summary = go(dsn, fake)  # 24 batches of 100
+    assert summary.exit_code == 3 and summary.failed == {"api_error": 1}
+    assert_exact(dsn, fake, before, states={culprit: ("failed", "api_error")})
+    # 23 clean batches, one request each; the culprit's batch at most 2*log2(100) + 2
+    assert summary.api_requests - 23 <= 2 * 7 + 2
+    assert summary.outage_wait_s == 0
+    FIGURES["one poisoned run in 2,400"] = (
+        f"{summary.api_requests} requests ({summary.api_requests - 23} for its batch of 100), 0 s waited,"
+        " 1 row marked failed/api_error, 2,399 exact"
+    )
+
+
+@pytest.mark.parametrize("where", ["session", "json"])
+def test_a_type_error_in_the_fetch_path_is_an_internal_error(dsn, fake, monkeypatch, capsys, where):
+    """A bug is not an API failure: one line "internal error", exit 1, nothing marked."""
+    seed(dsn, 10, days=1)
+    if where == "session":  # inside the SDK's request_with_retries, which wraps it in LangSmithError
+
+        def broken(*_a: Any, **_k: Any) -> Any:
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+        monkeypatch.setattr(requests.Session, "request", broken)
+    else:  # in our own parsing of the answer
+        monkeypatch.setattr(requests.Response, "json", lambda self, **k: None.get("x"))  # type: ignore[attr-defined]
+    for name, value in cli_env(dsn, fake).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["backfill", "run", "--delay-ms", "0", "--no-progress"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    kind = "TypeError" if where == "session" else "AttributeError"
+    assert last.startswith(f"backfill: internal error: {kind}: ") and "--debug" in last, err
+    assert "Traceback" not in err and "unavailable" not in err and "failed" not in err
+    assert status(dsn) == {}
+    assert len(fake.feedback_requests()) == (0 if where == "session" else 1)  # never retried
+    monkeypatch.setattr(sys, "argv", ["backfill", "--debug", "run", "--delay-ms", "0", "--no-progress"])
+    with pytest.raises(TypeError if where == "session" else AttributeError):
+        cli.main()
+
+
+def ids_in_walk_order(dsn: str) -> list[str]:
+    """run_ids in the order `backfill run` walks them: by run_date, then id."""
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY run_date, id").fetchall()]
 
 
 def test_read_timeouts_are_retried(dsn, fake):
@@ -365,9 +599,10 @@ def test_two_poisoned_runs_in_one_batch_are_isolated(dsn, fake):
     summary = go(dsn, fake, batch_size=32)
     assert summary.exit_code == 3 and summary.failed == {"api_error": 2}
     assert_exact(dsn, fake, before, states={c: ("failed", "api_error") for c in culprits})
-    # halving: a refused subset is asked twice, a clean one once. The whole batch (2), both
-    # halves (2 x 2), then on each culprit's path 4 levels of (refused 2 + clean sibling 1)
-    assert summary.api_requests == 2 + 4 + 2 * 4 * 3
+    # halving, both halves asked before either is split: the batch (1), its halves (2), both
+    # refused: a probe (1); then 4 levels of two requests on each culprit's path (16), and a
+    # probe where the culprit was the second of its pair (ids[3]: 1)
+    assert summary.api_requests == 1 + 2 + 1 + 16 + 1
 
 
 def test_an_api_answering_empty_mid_run_stops_writing_nobody_off(dsn):
@@ -382,6 +617,24 @@ def test_an_api_answering_empty_mid_run_stops_writing_nobody_off(dsn):
         fake.empty_all = False
         go(dsn, fake, batch_size=20)
         assert_exact(dsn, fake, before)
+
+
+def test_feedback_deleted_on_the_oldest_day_does_not_block_the_window(dsn, fake):
+    """Runs whose feedback LangSmith no longer has are mismatches, not a wrong workspace."""
+    ids = seed(dsn, 90, days=3)  # run i on TODAY - (i % 3) days: the walk starts at ids[2::3]
+    gone = [r for r in ids[2::3] if synthetic.feedback_for_run(r)]
+    assert len(gone) >= 3
+    for rid in gone:
+        fake.set_feedback(rid, [])  # deleted in LangSmith; feedback_stats still count them
+    before = raw_rows(dsn)
+    summary = go(dsn, fake, batch_size=30)  # the first batch is the oldest day
+    assert summary.exit_code == 3 and summary.failed == {"mismatch": len(gone)}
+    assert_exact(dsn, fake, before, states={r: ("failed", "mismatch") for r in gone})
+    # the probe asked the window's newest runs whose feedback_stats count records, and got them
+    probe = arrivals(fake)[1]
+    newest = [r for r in ids[0::3] if synthetic.feedback_for_run(r)]
+    assert len(probe.query["run"]) == 5 and set(probe.query["run"]) <= set(newest)
+    assert len(fake.feedback_requests()) == 4  # 3 batches and one probe
 
 
 def test_an_api_answering_empty_for_runs_without_feedback_is_no_feedback(dsn, fake):
@@ -743,9 +996,9 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
 
     with FakeLangSmith(api_key="another-key") as refusing:  # the key is refused: 401
         assert run_cli(secret_dsn, refusing.url) == 1
-    with FakeLangSmith(api_key=SECRET_KEY) as down:  # an outage (Retry-After 0: no backoff)
-        down.fail_next(503, times=5, retry_after="0")
-        assert run_cli(secret_dsn, down.url, "--limit", "10") == 1
+    with FakeLangSmith(api_key=SECRET_KEY) as down:  # an outage (Retry-After 0: no backoff), not waited out
+        down.outage(600.0, status=503)
+        assert run_cli(secret_dsn, down.url, "--limit", "10", "--outage-wait", "0") == 1
     # the connection lost mid-run, after 3 batches
     with FakeLangSmith(api_key=SECRET_KEY, feedback=tripwire(ids[30], lambda: terminate_backfill(dsn))) as kill:
         assert run_cli(secret_dsn, kill.url, "--batch-size", "10") == 1
@@ -756,7 +1009,7 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
     text = "\n".join(printed)
     for seen in (
         "refused the API key",
-        "failed 5 times",
+        "failed 2 times in a row (HTTP 503)",
         "examined 10 row(s)",
         "cannot connect to the database",
         "database error: terminating connection",

@@ -153,6 +153,20 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
 ORDER BY r.id
 LIMIT %(batch_size)s;
 
+-- workspace_probe_runs --
+-- The wrong-workspace probe (runner._check_workspace): the window's newest runs whose
+-- feedback_stats count records, newest day first. New feedback is the least likely to
+-- have expired or been deleted in LangSmith, so a key that gets nothing for these is the
+-- wrong key. A backward scan of the app's idx_runs_run_date that stops at %(n)s matches
+-- (about one run in three has feedback); run only when a batch looks suspicious.
+SELECT r.run_id
+FROM runs AS r
+WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+ORDER BY r.run_date DESC, r.id DESC
+LIMIT %(n)s;
+
 -- lock_rows --
 -- Lock the rows about to be patched, skipping any that another writer (the extractor's
 -- upsert) holds right now: we never wait on the app, never make it wait behind a queue of
@@ -317,6 +331,8 @@ SET rows_examined = rows_examined + %(examined)s,
     records_stored = records_stored + %(records)s,
     api_requests = api_requests + %(api_requests)s,
     api_errors = api_errors + %(api_errors)s,
+    rate_limit_wait_s = rate_limit_wait_s + %(rate_limit_wait_s)s,
+    outage_wait_s = outage_wait_s + %(outage_wait_s)s,
     heartbeat_at = now()
 WHERE id = %(invocation_id)s;
 
@@ -325,7 +341,9 @@ WHERE id = %(invocation_id)s;
 UPDATE feedback_backfill_invocations
 SET finished_at = now(), heartbeat_at = now(), outcome = %(outcome)s, message = %(message)s,
     api_requests = api_requests + %(api_requests)s,
-    api_errors = api_errors + %(api_errors)s
+    api_errors = api_errors + %(api_errors)s,
+    rate_limit_wait_s = rate_limit_wait_s + %(rate_limit_wait_s)s,
+    outage_wait_s = outage_wait_s + %(outage_wait_s)s
 WHERE id = %(invocation_id)s;
 
 -- =====================================================================================
@@ -483,7 +501,8 @@ SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)
 -- Every `backfill run` (one row each: a small table), oldest first.
 SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
        i.rows_pending_at_start, i.rows_examined, i.rows_enriched, i.rows_no_feedback,
-       i.rows_failed, i.records_stored, i.api_requests, i.api_errors
+       i.rows_failed, i.records_stored, i.api_requests, i.api_errors,
+       i.rate_limit_wait_s, i.outage_wait_s
 FROM feedback_backfill_invocations AS i
 ORDER BY i.id;
 
