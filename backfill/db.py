@@ -205,15 +205,12 @@ class Lease:
         lease = cls(database, command, seconds if seconds is not None else lease_seconds())
         gw = lease._connect()
         try:
-            taken = False
-            try:
-                taken = bool(gw.execute("lease_take", lease._params(pid=os.getpid(), hostname=socket.gethostname())))
+            taken = lease._try(gw, None)
+            if not taken:
+                holder = gw.execute("lease_holder", {"name": LEASE_NAME})
                 gw.commit()
-            except DatabaseError as exc:
-                gw.rollback()
-                # its holder is writing right now (its transaction locks the row): it is alive
-                if not isinstance(exc.__context__, psycopg.errors.LockNotAvailable):
-                    raise
+                dead = _dead_here(holder[0]) if holder else None
+                taken = dead is not None and lease._try(gw, dead)
             if not taken:
                 raise AlreadyRunning(_held_message(gw.execute("lease_holder", {"name": LEASE_NAME})))
         except BaseException:
@@ -223,6 +220,19 @@ class Lease:
         lease._thread = threading.Thread(target=lease._beat, name="backfill-lease-heartbeat", daemon=True)
         lease._thread.start()
         return lease
+
+    def _try(self, gw: Gateway, dead_holder: str | None) -> bool:
+        params = self._params(pid=os.getpid(), hostname=socket.gethostname(), dead_holder=dead_holder)
+        try:
+            taken = bool(gw.execute("lease_take", params))
+            gw.commit()
+            return taken
+        except DatabaseError as exc:
+            gw.rollback()
+            # its holder is writing right now (its transaction locks the row): it is alive
+            if not isinstance(exc.__context__, psycopg.errors.LockNotAvailable):
+                raise
+            return False
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -291,6 +301,24 @@ def holding(gw: Gateway, command: str) -> Iterator[Lease]:
     finally:
         gw.lease = None
         lease.release()
+
+
+def _dead_here(row: dict[str, Any]) -> str | None:
+    """The holder token of a live lease whose process, on this host, no longer exists (kill -9).
+
+    Only a certainty counts: another host, a pid that exists (or that we may not signal), or a
+    reused pid all mean "wait for the expiry". Were the host name shared by two machines and
+    a live holder taken for dead, its next write would still fail (LeaseLost) before writing.
+    """
+    if not row["alive"] or row["hostname"] != socket.gethostname() or row["pid"] == os.getpid():
+        return None
+    try:
+        os.kill(row["pid"], 0)
+    except ProcessLookupError:
+        return str(row["holder"])
+    except OSError:  # PermissionError: it exists, as another user
+        return None
+    return None
 
 
 def _held_message(rows: list[dict[str, Any]]) -> str:

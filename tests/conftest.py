@@ -7,6 +7,8 @@ tests/pg_ctl_as_postgres, because initdb and pg_ctl refuse to run as root.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +48,29 @@ def _pg_ctl() -> str:
 
 
 postgresql_proc = factories.postgresql_proc(executable=_pg_ctl(), host="127.0.0.1", port=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temporary directory of this session's own (unless --basetemp is given).
+
+    pytest numbers sessions' directories under one root and removes all but the newest three
+    when a session starts: a second test session on the machine (another checkout, a bench)
+    would delete the data directory of our running PostgreSQL from under it.
+    """
+    if config.option.basetemp is None:
+        base = Path(tempfile.mkdtemp(prefix="feedback-backfill-tests-"))
+        base.chmod(0o711)  # the server runs as `postgres` (as root) and must reach its datadir
+        config.option.basetemp = str(base)
+        config.stash[_OWN_BASETEMP] = base
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(_OWN_BASETEMP, None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -256,6 +256,9 @@ def test_a_killed_run_blocks_the_next_one_only_until_its_lease_expires(dsn, boun
         finally:
             release.set()
         killed_at = time.monotonic()
+        # as if the run had been killed on another machine: its pid cannot be checked from here
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE feedback_backfill_lease SET hostname = 'another-host'")
         # at once: the lease is still the killed run's
         code, err = finish(cli(url, fake))
         assert code == 1 and "holds the lease on this database: `backfill run`" in err, err
@@ -277,6 +280,29 @@ def test_a_killed_run_blocks_the_next_one_only_until_its_lease_expires(dsn, boun
     assert [i["outcome"] for i in invocations(dsn)][-1] == "completed"
     for conn in probe(url):
         assert (conn["lock_timeout"], conn["statement_timeout"], conn["prepared"], conn["advisory"]) == ("0", "0", 0, 0)
+
+
+def test_a_run_killed_on_this_host_is_taken_over_at_once(dsn, bouncer):
+    """Its pid is gone: the next run need not wait for the lease to expire."""
+    ids = seed(dsn, 50, days=1)
+    before = raw_rows(dsn)
+    url = bouncer.url(dsn)
+    asked, release = threading.Event(), threading.Event()
+    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[25], lambda: (asked.set(), release.wait(30)))) as fake:
+        victim = cli(url, fake)
+        try:
+            assert asked.wait(30), "the run never reached its third batch"
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        finally:
+            release.set()
+        killed_at = time.monotonic()
+        code, err = finish(cli(url, fake))
+        assert code == 0, err
+        assert time.monotonic() - killed_at < LEASE_S, "the next run waited for the lease to expire"
+        assert_exact(dsn, fake, before)
+    assert status_json(url, fake)["runs"]["lease"]["state"] == "released"
+    assert [i["outcome"] for i in invocations(dsn)][-2:] == [None, "completed"]
 
 
 def test_revert_through_the_pool_takes_the_lease_as_revert(dsn, bouncer):

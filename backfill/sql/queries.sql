@@ -29,7 +29,8 @@ SET LOCAL plan_cache_mode = force_generic_plan;
 -- One `backfill run` (or revert, reset, verify --fix) at a time: a row of our own table, not a
 -- session advisory lock, which PgBouncer in transaction pooling grants to every client sharing
 -- the server connection and keeps there after a kill. An expired lease (its holder killed or
--- cut off for longer than its lifetime) or a released one is taken over. While its holder is
+-- cut off for longer than its lifetime), a released one, or %(dead_holder)s (a holder of this
+-- host whose process no longer exists) is taken over. While its holder is
 -- inside a write transaction the row is locked: this waits at most lock_timeout, then fails.
 INSERT INTO feedback_backfill_lease AS l
     (name, holder, command, hostname, pid, invocation_id, acquired_at, heartbeat_at, expires_at)
@@ -40,6 +41,8 @@ SET holder = EXCLUDED.holder, command = EXCLUDED.command, hostname = EXCLUDED.ho
     invocation_id = NULL, acquired_at = EXCLUDED.acquired_at, heartbeat_at = EXCLUDED.heartbeat_at,
     expires_at = EXCLUDED.expires_at
 WHERE l.expires_at <= clock_timestamp()
+   -- a holder on this host whose process is gone (kill -9): no need to wait for its expiry
+   OR l.holder = %(dead_holder)s::text
 RETURNING l.holder;
 
 -- lease_renew --
@@ -62,7 +65,8 @@ WHERE l.name = %(name)s AND l.holder = %(holder)s;
 
 -- lease_holder --
 -- Who holds the lease, for the one-line message of a command that could not take it.
-SELECT l.command, l.hostname, l.pid, l.acquired_at,
+SELECT l.holder, l.command, l.hostname, l.pid, l.acquired_at,
+       l.expires_at > clock_timestamp() AS alive,
        extract(epoch FROM clock_timestamp() - l.heartbeat_at)::float8 AS heartbeat_age_s,
        greatest(extract(epoch FROM l.expires_at - clock_timestamp()), 0)::float8 AS expires_in_s
 FROM feedback_backfill_lease AS l
