@@ -1,17 +1,38 @@
-"""Shared test helpers: seed the archive, read it back, run the CLI."""
+"""Shared test helpers: seed the archive, read it back, wait for a condition."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
 from backfill import synthetic
 
 TODAY = dt.datetime.now(dt.UTC).date()
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, *, interval: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns a true value, and return that value.
+
+    On timeout the test FAILS, naming ``what`` it waited for: a wait that falls through
+    silently would let the assertions after it pass or fail for the wrong reason.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 def seed(

@@ -11,6 +11,8 @@ import time
 
 import psycopg
 
+from .helpers import wait_for
+
 
 def demo(*args: str, **kw) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LANGSMITH_", "PG"))}
@@ -61,12 +63,15 @@ def test_demo_keep_leaves_servers_to_explore_then_stops():
     assert enriched > 0
     stop = re.search(r"^to stop them: (.*)$", err, re.MULTILINE).group(1)
     subprocess.run(stop, shell=True, check=True, capture_output=True)
-    time.sleep(0.5)
+    wait_for(lambda: not accepts(env["DATABASE_URL"]), 10, "the demo's PostgreSQL to stop")
+
+
+def accepts(url: str) -> bool:
     try:
-        psycopg.connect(env["DATABASE_URL"], connect_timeout=2).close()
-        raise AssertionError("the demo's PostgreSQL is still running")
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
     except psycopg.OperationalError:
-        pass
+        return False
 
 
 def fakes() -> set[str]:

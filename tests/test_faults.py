@@ -36,7 +36,7 @@ from backfill.errors import AlreadyRunning, ApiUnavailable, DatabaseError, Wrong
 from backfill.fake_langsmith import FakeLangSmith, RequestLog
 from backfill.runner import RunOptions, RunSummary
 
-from .helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed, status
+from .helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed, status, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -702,13 +702,6 @@ def terminate_backfill(dsn: str) -> int:
         ).fetchone()[0]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the condition"
-        time.sleep(0.01)
-
-
 def assert_one_line_error(proc: subprocess.Popen[str], err: str, prefix: str = "backfill: error: ") -> None:
     """Exit 1, and after the window line exactly one line, no traceback."""
     assert proc.returncode == 1, err
@@ -756,7 +749,9 @@ def test_database_connection_killed_inside_the_write_transaction(dsn):
                     " AND wait_event_type = 'Lock' AND state = 'active'"
                 ).fetchone()[0]
                 == 1
-            )
+            ),
+            20,
+            "the write of batch 5 to wait on the invocation row",
         )
         assert terminate_backfill(dsn) == 1
         _, err = proc.communicate(timeout=30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import psycopg
 import pytest
@@ -18,7 +17,7 @@ from backfill.config import ALL_TIME, Database, LangSmith, Window
 from backfill.fake_langsmith import FakeLangSmith
 from backfill.runner import RunOptions, follow
 
-from .helpers import TODAY, expected_records, insert, raw_rows, rows, seed, status
+from .helpers import TODAY, expected_records, insert, raw_rows, rows, seed, status, wait_for
 
 KEY = "lsv2_ops_key"
 
@@ -166,12 +165,9 @@ def test_follow_enriches_new_rows_until_sigterm(dsn, fake):
     )
     t.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(status(dsn)) < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(status(dsn)) == 10, 20, "the first pass to examine the 10 rows")
         seed(dsn, 5, start=100)  # the extractor archives more
-        while len(status(dsn)) < 15 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(status(dsn)) == 15, 20, "a later pass to examine the 5 new rows")
     finally:
         stop.set()
         t.join(10)
@@ -190,9 +186,7 @@ def test_follow_process_stops_cleanly_on_sigterm(dsn, fake):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while len(status(dsn)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(status(dsn)) == 5, 20, "the first pass to examine the 5 rows")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

@@ -27,7 +27,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from backfill.embedded import RUN_AS, free_port
 from backfill.fake_langsmith import FakeLangSmith
 
-from .helpers import invocations, raw_rows, seed, status
+from .helpers import invocations, raw_rows, seed, status, wait_for
 from .test_faults import KEY, assert_exact, tripwire
 
 #: BACKFILL_LEASE_SECONDS for these tests (60 by default): a killed run blocks the next one this
@@ -76,15 +76,15 @@ class Bouncer:
                 shutil.chown(f, user=RUN_AS)
             cmd = ["runuser", "-u", RUN_AS, "--", *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                assert self.proc.poll() is None, f"pgbouncer exited: {self.proc.stderr.read()!r}"  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "pgbouncer did not start"
-                time.sleep(0.1)
+        wait_for(self._accepts, 20, "pgbouncer to accept connections")
+
+    def _accepts(self) -> bool:
+        try:
+            psycopg.connect(self.url("postgres"), connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            assert self.proc.poll() is None, f"pgbouncer exited: {self.proc.stderr.read()!r}"  # type: ignore[union-attr]
+            return False
 
     def url(self, dsn_or_db: str) -> str:
         """The same database through the pool."""
@@ -267,10 +267,12 @@ def test_a_killed_run_blocks_the_next_one_only_until_its_lease_expires(dsn, boun
         assert held["lease"]["state"] == "held" and held["lease"]["pid"] == victim.pid
         assert held["last"]["state"] == "running"
         # within the lease's lifetime it expires, and `backfill status` says so
-        deadline = time.monotonic() + LEASE_S + 10
-        while (lease := status_json(url, fake)["runs"]["lease"])["state"] != "expired":
-            assert time.monotonic() < deadline, f"the killed run's lease never expired: {lease}"
-            time.sleep(0.25)
+        wait_for(
+            lambda: status_json(url, fake)["runs"]["lease"]["state"] == "expired",
+            LEASE_S + 10,
+            "the killed run's lease to expire",
+            interval=0.25,
+        )
         code, err = finish(cli(url, fake))
         assert code == 0, err
         assert_exact(dsn, fake, before)

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import re
 import sys
-import time
 from typing import Any
 
 import psycopg
@@ -20,7 +19,7 @@ from backfill.cli import app
 from backfill.config import Database, Window
 from backfill.status import StatusReport
 
-from .helpers import TODAY, insert
+from .helpers import TODAY, insert, wait_for
 
 NOW = dt.datetime.now(dt.UTC)
 DEFAULT_PARAMS = {"batch_size": 100, "delay_ms": 1000, "max_attempts": 3}
@@ -636,6 +635,13 @@ def test_bad_window_is_a_usage_error(dsn):
     assert result.exit_code == 2 and result.stderr.startswith("backfill: error: --since must be")
 
 
+def _sessions(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'feedback-backfill'"
+        ).fetchone()[0]
+
+
 def _toast_blocks(dsn: str) -> int:
     """Blocks of runs' TOAST table read or found in cache so far, as the statistics say."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -668,17 +674,5 @@ def test_reads_no_document(dsn, archive):
     assert after_one > before
     for projects in ((), ("proj-a",)):
         backfill.status(Database(dsn), Window.parse("14d", projects=projects))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # a closed backend's statistics arrive shortly after
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            if (
-                conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'feedback-backfill'"
-                ).fetchone()[0]
-                == 0
-            ):
-                break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the status connections did not end")
+    wait_for(lambda: _sessions(dsn) == 0, 5, "the status connections to end")  # their statistics come after
     assert _toast_blocks(dsn) == after_one
