@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import psycopg
 
 import backfill
-from backfill import migrate
+from backfill import db, migrate
 from backfill.config import Database, Window
 from backfill.embedded import EmbeddedPostgres
 from backfill.errors import ConfigError
@@ -125,6 +125,7 @@ def explain(url: str, window: Window) -> None:
         "until": window.until,
         "projects": list(window.projects) or None,
         "max_attempts": 3,
+        "name": db.LEASE_NAME,  # status_lease's
     }
     with psycopg.connect(url) as conn:  # one transaction, with the report's own settings
         conn.execute(QUERIES["status_settings"])
