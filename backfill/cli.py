@@ -476,7 +476,7 @@ def demo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run the DBA's workflow on a throwaway PostgreSQL and the fake LangSmith."""
-    from .demo import demo
+    from .sandbox.demo import demo
 
     try:
         if rows < 1:

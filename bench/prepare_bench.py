@@ -34,9 +34,9 @@ import psycopg
 
 from backfill import db, migrate
 from backfill.config import Database, Window
-from backfill.embedded import EmbeddedPostgres
 from backfill.runner import RunOptions, walk
-from backfill.sql import app_schema
+from backfill.sandbox import app_schema
+from backfill.sandbox.embedded import EmbeddedPostgres
 
 FILL = """
 INSERT INTO runs (run_id, trace_id, project, run_date, data)

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backfill import synthetic
+from backfill.sandbox import synthetic
 
 TODAY = dt.datetime.now(dt.UTC).date()
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import raw_rows, seed, status
 

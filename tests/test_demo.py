@@ -71,7 +71,9 @@ def test_demo_keep_leaves_servers_to_explore_then_stops():
 
 def fakes() -> set[str]:
     """Process ids of running demo fake LangSmith servers."""
-    out = subprocess.run(["pgrep", "-f", "backfill.fake_langsmith .*demo-not-a-secret"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", "backfill.sandbox.fake_langsmith .*demo-not-a-secret"], capture_output=True, text=True
+    )
     return set(out.stdout.split())
 
 

@@ -19,11 +19,6 @@ def _parse(text: str) -> dict[str, str]:
 QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read_text("utf-8"))
 
 
-def app_schema() -> str:
-    """The application's `runs` schema as deployed (for the demo and the tests)."""
-    return files(__package__).joinpath("app_schema.sql").read_text("utf-8")
-
-
 def grants(role: str) -> str:
     """sql/grants.sql for ``role`` (quoted as an identifier), as psql -v role=... would apply it."""
     return _text("grants.sql").replace(':"role"', '"' + role.replace('"', '""') + '"')
