@@ -15,7 +15,8 @@ import backfill
 from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.runner import RunOptions, follow
+from backfill.follow import follow
+from backfill.runner import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
