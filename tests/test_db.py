@@ -91,7 +91,7 @@ def test_history_lists_the_revisions(tmp_path):
     out = backfill("db", "history", cwd=tmp_path)
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("fb0003 -> fb0004 (feedback_backfill) (head), ")
+    assert lines[0].startswith("fb0004 -> fb0005 (feedback_backfill) (head), ")
     assert lines[-1].startswith("<base> -> fb0001 ")
 
 
