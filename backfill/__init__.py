@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Database, LangSmith, Window
-from .runner import RunOptions, RunSummary, run
+from .options import RunOptions, RunSummary
 from .status import status
+
+if TYPE_CHECKING:
+    from .runner import run
 
 __version__ = "0.1.0"
 
 __all__ = ["Database", "LangSmith", "RunOptions", "RunSummary", "Window", "__version__", "run", "status"]
+
+
+def __getattr__(name: str) -> Any:
+    # `run` is imported when first used: `import backfill` (and so `backfill --help` and
+    # `backfill status`) must not load the LangSmith SDK, which only `run` needs. (`status` can
+    # be imported at once: it has no such dependency; imported late, the submodule
+    # `backfill.status` would shadow the function.)
+    if name == "run":
+        from .runner import run
+
+        globals()["run"] = run
+        return run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """The `backfill` command: parse, call one library function, render, exit.
 
 Data goes to stdout (so --json and listings pipe cleanly); progress and messages to stderr.
+Errors become exit codes in one place (``_Group.invoke``). The library is imported inside
+each command, so that `backfill --help` and `backfill status` never load the LangSmith SDK
+(tests/test_startup.py checks it).
 """
 
 from __future__ import annotations
@@ -9,19 +12,59 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
+from .cli_params import (
+    ApiKey,
+    BatchSize,
+    DatabaseUrl,
+    DelayMs,
+    DryRun,
+    Endpoint,
+    Follow,
+    Interval,
+    Limit,
+    MaxAttempts,
+    NoProgress,
+    OptionalSince,
+    OutageWait,
+    Projects,
+    Refetch,
+    ReplaceExtractorRecords,
+    RunDryRun,
+    Since,
+    Timeout,
+    Until,
+    WorkspaceId,
+    Yes,
+)
 from .config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from .errors import BackfillError, UsageError
-from .operations import Change, reset, retry, revert, verify
-from .runner import RunOptions, run
-from .runner import follow as run_follow
-from .status import status
+from .options import RunOptions
+
+if TYPE_CHECKING:
+    from .operations import Change
+
+
+class _Group(TyperGroup):
+    """The one place where the toolkit's errors become a one-line message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context (typer._click is private)
+        try:
+            return super().invoke(ctx)
+        except BackfillError as exc:
+            if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
+                raise
+            typer.echo(f"backfill: error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -35,45 +78,11 @@ Exit codes: 0 all done, 3 finished but some rows failed, 1 error (also an API ou
 130/143 interrupted (re-run to resume)."""
 
 
-# Options shared by several commands (one definition each).
-Since = Annotated[str, typer.Option(help="Start of the run_date window: 14d, 36h, 2w or a date.")]
-OptionalSince = Annotated[
-    str | None, typer.Option("--since", help="Start of the run_date window: 14d, 36h, 2w or a date.")
-]
-Until = Annotated[str | None, typer.Option(help="End of the window (exclusive date, or 2d = two days ago).")]
-Projects = Annotated[list[str] | None, typer.Option("--project", help="Only this project (repeatable).")]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db"
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(envvar="LANGSMITH_API_KEY", show_envvar=True, show_default=False, help="LangSmith API key."),
-]
-Endpoint = Annotated[str | None, typer.Option(envvar="LANGSMITH_ENDPOINT", show_envvar=True, help="LangSmith API URL.")]
-WorkspaceId = Annotated[
-    str | None, typer.Option(envvar="LANGSMITH_WORKSPACE_ID", show_envvar=True, help="Workspace of an org-scoped key.")
-]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for one API answer.")]
-DelayMs = Annotated[int, typer.Option(help="Minimum interval between API requests, in ms.")]
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would change; change nothing.")]
-
-
 def _duration_or_zero(text: str, flag: str) -> float:
     """A duration like 30s, 10m, 1h; unlike --interval, 0 is allowed (do not wait)."""
     if text.strip().rstrip("smhSMH").strip() in ("0", "0.0"):
         return 0.0
     return parse_interval(text, flag)
-
-
-def _fail(exc: BackfillError, debug: bool) -> NoReturn:
-    if debug:
-        raise exc
-    typer.echo(f"backfill: error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
 
 
 def _version(value: bool) -> None:
@@ -100,83 +109,56 @@ def run_command(
     since: Since = "14d",
     until: Until = None,
     project: Projects = None,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            help="Run ids per API request (1-1000). Each id adds ~41 bytes to the URL (100 ids: ~4 KB); servers"
-            " and proxies often refuse URLs over 8 KB (~190 ids) with 414/431, which halves the ids per request"
-            " for the rest of the run."
-        ),
-    ] = 100,
+    batch_size: BatchSize = 100,
     delay_ms: DelayMs = 1000,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per run before a failed run is left alone.")] = 3,
-    limit: Annotated[int | None, typer.Option(help="Examine at most this many rows.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count and list what would be done; no API call, no write.")
-    ] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    max_attempts: MaxAttempts = 3,
+    limit: Limit = None,
+    dry_run: RunDryRun = False,
+    no_progress: NoProgress = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
     endpoint: Endpoint = None,
     workspace_id: WorkspaceId = None,
     timeout: Timeout = 30.0,
-    refetch: Annotated[
-        bool,
-        typer.Option("--refetch", help="Refresh rows already examined: replace the records we stored (resumable)."),
-    ] = False,
-    replace_extractor_records: Annotated[
-        bool,
-        typer.Option(
-            "--replace-extractor-records",
-            help="With --refetch: also replace the extractor's own reduced records by the API's full ones"
-            " (revert restores them byte for byte).",
-        ),
-    ] = False,
-    follow: Annotated[
-        bool, typer.Option("--follow", help="Keep enriching new rows, a pass every --interval, until SIGTERM.")
-    ] = False,
-    interval: Annotated[str, typer.Option(help="Pause between --follow passes: 30s, 5m, 1h.")] = "5m",
-    outage_wait: Annotated[
-        str,
-        typer.Option(
-            help="How long to wait out a LangSmith outage (5xx or no connection, confirmed by a probe) before"
-            " stopping with exit 1: 30s, 10m, 1h; 0 stops at once. No row is marked meanwhile."
-        ),
-    ] = "10m",
+    refetch: Refetch = False,
+    replace_extractor_records: ReplaceExtractorRecords = False,
+    follow: Follow = False,
+    interval: Interval = "5m",
+    outage_wait: OutageWait = "10m",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
-    debug = ctx.obj["debug"]
-    try:
-        options = RunOptions(
-            window=Window.parse(since, until, project or ()),
-            batch_size=batch_size,
-            delay_ms=delay_ms,
-            max_attempts=max_attempts,
-            limit=limit,
-            dry_run=dry_run,
-            progress=not no_progress and not follow and sys.stderr.isatty(),
-            refetch=refetch,
-            replace_extractor_records=replace_extractor_records,
-            outage_wait_s=_duration_or_zero(outage_wait, "--outage-wait"),
-        )
-        if timeout <= 0:
-            raise UsageError("--timeout must be positive")
-        pause = parse_interval(interval)
-        if follow and (dry_run or refetch):
-            raise UsageError("--follow cannot be combined with --dry-run or --refetch")
-        database = Database.from_env(database_url)
-        langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
-        if follow:
-            assert langsmith is not None
-            typer.echo(f"backfill: following --since {since}, a pass every {interval}; stop with SIGTERM", err=True)
-            raise typer.Exit(run_follow(database, langsmith, options, since, until, pause))
-        typer.echo(f"backfill: {options.window.describe()}" + (" (refetch)" if refetch else ""), err=True)
-        summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
-    except BackfillError as exc:
-        _fail(exc, debug)
+    options = RunOptions(
+        window=Window.parse(since, until, project or ()),
+        batch_size=batch_size,
+        delay_ms=delay_ms,
+        max_attempts=max_attempts,
+        limit=limit,
+        dry_run=dry_run,
+        progress=not no_progress and not follow and sys.stderr.isatty(),
+        refetch=refetch,
+        replace_extractor_records=replace_extractor_records,
+        outage_wait_s=_duration_or_zero(outage_wait, "--outage-wait"),
+    )
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    pause = parse_interval(interval)
+    if follow and (dry_run or refetch):
+        raise UsageError("--follow cannot be combined with --dry-run or --refetch")
+    database = Database.from_env(database_url)
+    langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
+    if follow:
+        assert langsmith is not None
+        typer.echo(f"backfill: following --since {since}, a pass every {interval}; stop with SIGTERM", err=True)
+        from .follow import follow as run_follow
+
+        raise typer.Exit(run_follow(database, langsmith, options, since, until, pause))
+    typer.echo(f"backfill: {options.window.describe()}" + (" (refetch)" if refetch else ""), err=True)
+    from .runner import run
+
+    summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
     for line in summary.lines():
         typer.echo(line, err=True)
-    if summary.interrupted_by is not None:
+    if summary.stopped:
         typer.echo(
             "interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True
         )
@@ -205,12 +187,10 @@ def status_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Report the backfill's progress and what the rows hold now (no API call, no write)."""
-    debug = ctx.obj["debug"]
-    try:
-        window = Window.parse(since, until, project or ())
-        report = status(Database.from_env(database_url), window)
-    except BackfillError as exc:
-        _fail(exc, debug)
+    window = Window.parse(since, until, project or ())
+    from .status import status
+
+    report = status(Database.from_env(database_url), window)
     if check:
         # With --json the summary goes to stderr so that stdout stays one JSON document.
         typer.echo(report.check_line(), err=as_json)
@@ -263,17 +243,16 @@ def verify_command(
     timeout: Timeout = 30.0,
 ) -> None:
     """Re-fetch enriched runs and compare with what is stored: added, changed, deleted records."""
-    try:
-        report = verify(
-            Database.from_env(database_url),
-            LangSmith.from_env(api_key, endpoint, workspace_id, timeout),
-            Window.parse(since, until),
-            sample=None if all_runs else sample,
-            fix=fix,
-            delay_ms=delay_ms,
-        )
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
+    from .operations import verify
+
+    report = verify(
+        Database.from_env(database_url),
+        LangSmith.from_env(api_key, endpoint, workspace_id, timeout),
+        Window.parse(since, until),
+        sample=None if all_runs else sample,
+        fix=fix,
+        delay_ms=delay_ms,
+    )
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(report.exit_code)
@@ -290,12 +269,11 @@ def retry_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Give failed runs their attempts back, so that the next `backfill run` tries them again."""
-    try:
-        if reason not in (None, "api_error", "mismatch", "unstorable"):
-            raise UsageError(f"--reason must be api_error, mismatch or unstorable, got {reason!r}")
-        change = retry(Database.from_env(database_url), Window.parse(since, until), reason)
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
+    if reason not in (None, "api_error", "mismatch", "unstorable"):
+        raise UsageError(f"--reason must be api_error, mismatch or unstorable, got {reason!r}")
+    from .operations import retry
+
+    change = retry(Database.from_env(database_url), Window.parse(since, until), reason)
     typer.echo(f"{change.rows} failed run(s) will be tried again by the next backfill run", err=True)
 
 
@@ -309,13 +287,10 @@ def _apply(
     url: str | None,
 ) -> Change:
     """A change to the database: confirmed (or --yes), or only counted with --dry-run."""
-    try:
-        database = Database.from_env(url)
-        if not dry_run:
-            _confirm(question, yes)
-        return fn(database, window, dry_run=dry_run)
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
+    database = Database.from_env(url)
+    if not dry_run:
+        _confirm(question, yes)
+    return fn(database, window, dry_run=dry_run)
 
 
 @app.command("reset", epilog="Example: backfill reset --since 14d --yes")
@@ -328,10 +303,9 @@ def reset_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Forget the checkpoint of a window (no feedback, failed, invalid) so it is examined again."""
-    try:
-        window = _window(since, until, False)
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
+    window = _window(since, until, False)
+    from .operations import reset
+
     change = _apply(ctx, reset, window, f"Forget the checkpoint of {window.describe()}?", yes, dry_run, database_url)
     verb = "would forget" if change.dry_run else "forgot"
     typer.echo(f"{verb} {change.rows} checkpoint row(s); rows we enriched stay recorded for revert", err=True)
@@ -348,11 +322,10 @@ def revert_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove exactly the feedback_records the backfill added, restoring each row's JSONB."""
-    try:
-        window = _window(since, until, all_)
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
+    window = _window(since, until, all_)
     question = f"Remove the feedback_records the backfill added ({window.describe()})?"
+    from .operations import revert
+
     change = _apply(ctx, revert, window, question, yes, dry_run, database_url)
     if change.dry_run:
         typer.echo(f"would restore {change.rows} row(s) to their JSONB before the backfill", err=True)
@@ -360,107 +333,9 @@ def revert_command(
         typer.echo(f"restored {change.rows} row(s); forgot {change.checkpoints} checkpoint row(s)", err=True)
 
 
-db_app = typer.Typer(
-    no_args_is_help=True,
-    help="Our schema, from the installed package: upgrade, downgrade, current, history, grants, schema.",
-    epilog='Example: backfill db upgrade && backfill db grants backfill_runner | psql "$OWNER_DATABASE_URL"',
-)
+from .cli_db import db_app  # noqa: E402  (registered here: `backfill --help` lists it after revert)
+
 app.add_typer(db_app, name="db")
-
-EPILOG_DB = (
-    "The same revisions as `alembic upgrade head` in a checkout; history in feedback_backfill_alembic_version."
-    " Migrations go straight to PostgreSQL, not through PgBouncer (CREATE INDEX CONCURRENTLY)."
-)
-
-
-def _db_fail(ctx: typer.Context, exc: BackfillError) -> NoReturn:
-    _fail(exc, bool(ctx.find_root().obj and ctx.find_root().obj.get("debug")))
-
-
-@db_app.command(
-    "upgrade", epilog="Example: backfill db upgrade   (or: backfill db upgrade --sql > review.sql)\n\n" + EPILOG_DB
-)
-def db_upgrade_command(
-    ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-    sql: Annotated[
-        bool, typer.Option("--sql", help="Print the SQL instead of running it (no database needed).")
-    ] = False,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Create or update our tables, indexes and view (online: indexes built CONCURRENTLY)."""
-    from . import migrate
-
-    try:
-        if sql:
-            migrate.offline_sql(revision)
-            return
-        migrate.upgrade(Database.from_env(database_url), revision, log=True)
-    except BackfillError as exc:
-        _db_fail(ctx, exc)
-
-
-@db_app.command(
-    "downgrade", epilog="Example: backfill db downgrade base --sql > undo.sql   (base removes all)\n\n" + EPILOG_DB
-)
-def db_downgrade_command(
-    ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Revision to go down to (base: remove everything of ours).")],
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL (from head down) instead of running it.")] = False,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Undo our migrations down to REVISION; the app's tables and rows are never touched."""
-    from . import migrate
-
-    try:
-        if sql:
-            migrate.offline_sql(migrate.head(), downgrade_to=revision)
-            return
-        migrate.downgrade(Database.from_env(database_url), revision, log=True)
-    except BackfillError as exc:
-        _db_fail(ctx, exc)
-
-
-@db_app.command("current", epilog="Example: backfill db current   (prints fb0004 (head) when up to date)")
-def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
-    """Print the database's revision of our schema (nothing before the first upgrade)."""
-    from . import migrate
-
-    try:
-        migrate.current(Database.from_env(database_url))
-    except BackfillError as exc:
-        _db_fail(ctx, exc)
-
-
-@db_app.command("history", epilog="Example: backfill db history")
-def db_history_command() -> None:
-    """List our revisions, newest first (no database needed)."""
-    from . import migrate
-
-    migrate.history()
-
-
-@db_app.command(
-    "grants", epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"'
-)
-def db_grants_command(
-    ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run` (it must exist).")],
-) -> None:
-    """Print the least-privilege GRANTs for ROLE (run, status, retry, verify; not revert/reset)."""
-    from .sql import grants
-
-    if not role.strip() or "\0" in role:
-        _db_fail(ctx, UsageError("ROLE must be a role name"))
-    typer.echo(grants(role), nl=False)
-
-
-@db_app.command("schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)")
-def db_schema_command() -> None:
-    """Print our DDL for review: what `backfill db upgrade --sql` prints (sql/schema.sql)."""
-    from .sql import schema
-
-    typer.echo(schema(), nl=False)
 
 
 @app.command(
@@ -476,14 +351,12 @@ def demo_command(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run the DBA's workflow on a throwaway PostgreSQL and the fake LangSmith."""
-    from .demo import demo
+    from .sandbox.demo import demo
 
     try:
         if rows < 1:
             raise UsageError("--rows must be 1 or more")
         demo(rows=rows, keep=keep, progress=not no_progress and sys.stderr.isatty())
-    except BackfillError as exc:
-        _fail(exc, ctx.obj["debug"])
     except KeyboardInterrupt:
         typer.echo("interrupted: everything the demo started was stopped and removed", err=True)
         raise typer.Exit(130) from None

@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .config import Database
-from .errors import AlreadyRunning, ConfigError, DatabaseError, LeaseLost, NotMigrated, redact
+from .errors import AlreadyRunning, ConfigError, DatabaseError, Interrupted, LeaseLost, NotMigrated, redact
 from .sql import QUERIES
 
 #: The one lease of a database: held by `backfill run`, `verify --fix`, `revert` and `reset`.
@@ -73,6 +73,8 @@ class Gateway:
         self.settings = settings or {"lock_timeout": "5s", "statement_timeout": "60s"}
         #: When set, every ``transaction()`` first proves, inside itself, that it still holds it.
         self.lease: Lease | None = None
+        #: When set (a second signal), a ``transaction()`` rolls back instead of committing.
+        self.abandon: threading.Event | None = None
 
     def _begin(self) -> None:
         """Scope our settings to the transaction about to start (SET LOCAL): behind a pool in
@@ -112,6 +114,8 @@ class Gateway:
                 if self.lease is not None:
                     self.lease.check(self)
                 yield
+                if self.abandon is not None and self.abandon.is_set():
+                    raise Interrupted("interrupted again: the batch in flight was abandoned")
 
     def require_schema(self) -> None:
         if not self.one("check_schema")["migrated"]:
@@ -129,6 +133,11 @@ class Gateway:
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
+
+    def cancel(self) -> None:
+        """Cancel the statement on the wire, if any (libpq's PQcancel: safe in a signal handler)."""
+        with contextlib.suppress(Exception):
+            self.conn.cancel()
 
 
 def connect(

@@ -47,6 +47,15 @@ class NeedsOwner(BackfillError):
     """This command needs the owner of the backfill tables."""
 
 
+class Interrupted(BackfillError):
+    """Interrupted by a signal; the current batch was abandoned, nothing of it was written."""
+
+    def __init__(self, message: str | None = None, signum: int | None = None) -> None:
+        super().__init__(message)
+        # 128 + the signal, as a shell reports it: 130 for SIGINT, 143 for SIGTERM
+        self.exit_code = 128 + (signum or 2)
+
+
 class ApiAuthError(BackfillError):
     """LangSmith refused the API key (401/403): check LANGSMITH_API_KEY and LANGSMITH_WORKSPACE_ID."""
 

@@ -11,8 +11,10 @@ from . import db
 from .config import Database, LangSmith, Window
 from .errors import NeedsOwner, UsageError
 from .feedback import DONE, decide
-from .runner import Row, RunSummary, fetch_isolating, write
+from .isolate import fetch_isolating
 from .source import FeedbackSource
+from .store import write
+from .walk import Row
 
 
 @dataclass
@@ -162,9 +164,7 @@ def verify(
                     local_rows.append(Row(r["id"], r["run_id"], r["run_date"], r["data_type"], r["feedback_stats"]))
                     local_outcomes[r["run_id"]] = outcome
             if local_rows:
-                summary = RunSummary()
-                write(gw, local_rows, local_outcomes, summary, refetch=True, replace="any")
-                report.local_fixed += summary.enriched
+                report.local_fixed += write(gw, local_rows, local_outcomes, refetch=True, replace="any").enriched
             for r in chunk:
                 got = fetched[r["run_id"]]
                 if isinstance(got, str):
@@ -179,10 +179,8 @@ def verify(
                         drifted.append(row)
                         outcomes[r["run_id"]] = outcome
             if fix and drifted:
-                summary = RunSummary()
-                write(gw, drifted, outcomes, summary, refetch=True)
-                report.fixed += summary.enriched
-        report.api_requests = source.requests
+                report.fixed += write(gw, drifted, outcomes, refetch=True).enriched
+        report.api_requests = source.requests_sent
         return report
     finally:
         if gw.lease is not None:

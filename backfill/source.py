@@ -13,9 +13,6 @@ Retry-After and our backoff are the whole story.
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
-import json
 import os
 import random
 import threading
@@ -24,14 +21,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-import urllib3
 from langsmith import Client
 from requests import Response
 from urllib3.util.retry import Retry
 
+from .classify import NotAnArray, classify, response_in_chain
 from .config import LangSmith
-from .errors import ApiAuthError, ApiUnavailable, BackfillError
+from .errors import ApiAuthError, ApiUnavailable, Interrupted
+
+#: How often a request on the wire looks whether a second signal abandoned it.
+ABANDON_POLL_S = 0.05
 
 #: The API's maximum page size for GET /feedback.
 PAGE_LIMIT = 100
@@ -55,16 +54,10 @@ PACE_CAP_S = 8.0
 PACE_RECOVER = 10
 
 
-class Interrupted(BackfillError):
-    """Interrupted by a signal; the current batch was abandoned, nothing of it was written."""
-
-    exit_code = 130
-
-
 class BatchFailed(Exception):
     """The API refused this request as a whole: split it to find the culprit.
 
-    ``seq`` is the number of the request that failed (``FeedbackSource.requests``).
+    ``seq`` is the number of the request that failed (``FeedbackSource.requests_sent``).
     ``needs_proof``: the failure is of a kind an API incident also produces (a 5xx, a
     timeout): before a single run is written off for it, a request made after it must have
     succeeded (the API is healthy, so the run is the cause). A refusal that only the request's
@@ -90,10 +83,6 @@ class _Failed(Exception):
     def __init__(self, kind: str, detail: str, retry_after: float | None) -> None:
         super().__init__(detail)
         self.kind, self.detail, self.retry_after = kind, detail, retry_after
-
-
-class _NotAnArray(ValueError):
-    """The answer is JSON, but not the array GET /feedback returns."""
 
 
 def canonical_run_id(run_id: str) -> str | None:
@@ -164,7 +153,7 @@ class FeedbackSource:
       else ``rate_limit_first_s`` doubling to 60 s; the pacing widens. Never marks a row;
       ends the run (``ApiUnavailable``) only after ``rate_limit_budget_s`` of 429s in a row.
     * 500: maybe the API, maybe one run in the request (a "poisoned" run). Raised at once as
-      ``BatchFailed(needs_proof=True)``: ``runner.fetch_isolating`` halves the request and
+      ``BatchFailed(needs_proof=True)``: ``isolate.fetch_isolating`` halves the request and
       asks ``healthy()`` before it believes a run is the cause.
     * 502/503/504/408, timeouts, lost connections: the API or the path to it. The same
       request is retried with backoff ``max_retries`` times, then ``healthy()`` decides.
@@ -186,19 +175,22 @@ class FeedbackSource:
     max_retries: int = 5
     backoff_s: float = 0.5
     stop: threading.Event = field(default_factory=threading.Event)
+    #: set by a second signal: the request on the wire is given up at once (``_get``)
+    abandon: threading.Event = field(default_factory=threading.Event)
     outage_wait_s: float = 600.0
     rate_limit_first_s: float = RATE_LIMIT_FIRST_S
     rate_limit_budget_s: float | None = None  # None: RATE_LIMIT_BUDGET_S, read when needed
-    requests: int = 0
-    errors: int = 0
+    requests_sent: int = 0
+    requests_failed: int = 0
     stray: int = 0  # records dropped: for runs that were not asked
     duplicates: int = 0  # records dropped: an id already seen in this fetch
     rate_limit_wait: float = 0.0  # seconds waited on 429s, this invocation
     outage_wait: float = 0.0  # seconds waited on failing requests and outage probes
     max_ids: int = 1000  # run ids per request; lowered by a 414/431
-    last_success: int = 0  # ``requests`` when the latest request succeeded
+    last_success: int = 0  # ``requests_sent`` when the latest request succeeded
     answered: bool = False  # any HTTP answer at all yet (else a connection failure is a bad endpoint)
-    counted_waits: tuple[float, float] = (0.0, 0.0)  # (rate limit, outage) already on the invocation row
+    #: (requests, errors, rate-limit wait, outage wait) already added to the invocation row
+    recorded: tuple[int, int, float, float] = (0, 0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -220,6 +212,25 @@ class FeedbackSource:
 
     def close(self) -> None:
         self.client.session.close()
+
+    def unrecorded(self) -> tuple[int, int, float, float]:
+        """Requests, errors and seconds waited (429s, outages) not yet on the invocation row."""
+        now = (self.requests_sent, self.requests_failed, self.rate_limit_wait, self.outage_wait)
+        return (
+            now[0] - self.recorded[0],
+            now[1] - self.recorded[1],
+            now[2] - self.recorded[2],
+            now[3] - self.recorded[3],
+        )
+
+    def record(self, delta: tuple[int, int, float, float]) -> None:
+        """``delta`` (from ``unrecorded``) is now on the invocation row."""
+        self.recorded = (
+            self.recorded[0] + delta[0],
+            self.recorded[1] + delta[1],
+            self.recorded[2] + delta[2],
+            self.recorded[3] + delta[3],
+        )
 
     def fetch(self, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """All records of these runs (keyed by the ids given), following ``offset`` pages.
@@ -243,7 +254,7 @@ class FeedbackSource:
             new = 0
             for rec in page:
                 if not isinstance(rec, dict):
-                    raise BatchFailed("malformed answer: a feedback record is not a JSON object", self.requests)
+                    raise BatchFailed("malformed answer: a feedback record is not a JSON object", self.requests_sent)
                 owner = wanted.get(canonical_run_id(str(rec.get("run_id"))) or "")
                 if owner is None:
                     self.stray += 1
@@ -259,7 +270,7 @@ class FeedbackSource:
                 self._known_good = asked[0]
                 return out
             if new == 0 or pages >= MAX_PAGES:
-                raise BatchFailed("paging did not advance", self.requests)
+                raise BatchFailed("paging did not advance", self.requests_sent)
             offset += len(page)
 
     def _page(self, run_ids: list[str], offset: int) -> list[Any]:
@@ -275,7 +286,7 @@ class FeedbackSource:
                 if f.kind == "too_long":
                     raise UrlTooLong(f.detail) from None
                 if f.kind == "server":
-                    raise BatchFailed(f.detail, self.requests, needs_proof=True) from None
+                    raise BatchFailed(f.detail, self.requests_sent, needs_proof=True) from None
                 if f.kind == "unavailable":
                     unavailable += 1
                     wait = f.retry_after if f.retry_after is not None else self._backoff(unavailable)
@@ -290,14 +301,14 @@ class FeedbackSource:
                     if self.healthy(f.detail):
                         # the API answers others: this request is the problem (say, a run whose
                         # answer always times out); the probe just proved the API healthy
-                        raise BatchFailed(f.detail, self.requests) from None
+                        raise BatchFailed(f.detail, self.requests_sent) from None
                     unavailable = 0  # an outage was waited out: ask again
                     continue
                 failures += 1
                 if f.kind == "refused" and failures >= 2:
-                    raise BatchFailed(f.detail, self.requests) from None
+                    raise BatchFailed(f.detail, self.requests_sent) from None
                 if failures >= self.max_retries:  # malformed every time
-                    raise BatchFailed(f.detail, self.requests) from None
+                    raise BatchFailed(f.detail, self.requests_sent) from None
                 self.pacer.sleep(self._backoff(failures))
 
     def healthy(self, detail: str) -> bool:
@@ -324,20 +335,20 @@ class FeedbackSource:
     def _attempt(self, run_ids: list[str], offset: int, limit: int) -> list[Any]:
         """One paced request: the JSON array, or ``_Failed``; auth failures stop everything."""
         self.pacer.wait_turn()
-        self.requests += 1
+        self.requests_sent += 1
         try:
             response = self._get(run_ids, offset, limit)
             self.answered = True
             body = response.json()
             if not isinstance(body, list):
-                raise _NotAnArray("not a JSON array")
-        except Interrupted:  # a second signal, raised from inside the request
+                raise NotAnArray("not a JSON array")
+        except Interrupted:  # a second signal abandoned the request on the wire
             raise
         except Exception as exc:
             kind, detail, retry_after = classify(exc)  # re-raises what is not ours to classify
-            self.errors += 1
+            self.requests_failed += 1
             self._episode_n += kind != "rate_limit"
-            if self._response(exc) is not None:
+            if response_in_chain(exc) is not None:
                 self.answered = True
             if kind == "auth":
                 raise ApiAuthError(
@@ -345,27 +356,46 @@ class FeedbackSource:
                     " and LANGSMITH_WORKSPACE_ID; no row was marked"
                 ) from None
             raise _Failed(kind, detail, retry_after) from None
-        self.last_success = self.requests
+        self.last_success = self.requests_sent
         self._episode_s, self._episode_n = 0.0, 0
         self._limited_s, self._limited_n = 0.0, 0
         self.pacer.succeeded()
         return body
 
-    @staticmethod
-    def _response(exc: BaseException) -> Response | None:
-        return _response_in_chain(exc)
-
     def _get(self, run_ids: list[str], offset: int, limit: int = PAGE_LIMIT) -> Response:
-        """One GET /feedback, through the client (its auth and workspace headers, its session)."""
+        """One GET /feedback, through the client (its auth and workspace headers, its session).
+
+        The request runs in a daemon thread while this one watches ``abandon``: a second signal
+        gives the request up at once (``Interrupted``), at this known point rather than from
+        inside the socket code; the thread's late answer is dropped.
+        """
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["response"] = self.client.request_with_retries(
+                    "GET",
+                    "/feedback",
+                    params={"run": run_ids, "limit": limit, "offset": offset},
+                    stop_after_attempt=1,
+                )
+            except BaseException as exc:  # handed to the caller's thread as it is
+                box["error"] = exc
+            finally:
+                done.set()
+
         try:
-            return self.client.request_with_retries(
-                "GET",
-                "/feedback",
-                params={"run": run_ids, "limit": limit, "offset": offset},
-                stop_after_attempt=1,
-            )
+            threading.Thread(target=call, name="backfill-request", daemon=True).start()
+            while not done.wait(ABANDON_POLL_S):
+                if self.abandon.is_set():
+                    raise Interrupted("interrupted again: the batch in flight was abandoned")
         finally:
             self.pacer.finished()
+        if "error" in box:
+            raise box["error"]
+        response: Response = box["response"]
+        return response
 
     def _rate_limited(self, f: _Failed) -> None:
         """Wait out a 429: Retry-After, else a default doubling from ``rate_limit_first_s``."""
@@ -412,80 +442,4 @@ class FeedbackSource:
         return min(OUTAGE_CAP_S, self.backoff_s * 2 ** (max(1, failures) - 1)) * random.uniform(0.5, 1.0)
 
 
-def classify(exc: BaseException) -> tuple[str, str, float | None]:
-    """(kind, one-line detail without secrets, Retry-After seconds) for a failed request.
-
-    kind: auth (stop everything), rate_limit (429: wait it out), too_long (414/431: fewer
-    ids per request), server (500 and other 5xx: the API or one run of the request),
-    unavailable (502/503/504/408/425, timeouts, lost connections: retry, then probe),
-    refused (other 4xx: split), malformed (a body that is not a JSON array: retry, split).
-
-    Only network (requests/urllib3), HTTP status and JSON failures are classified. Anything
-    else is a bug (a TypeError, an AttributeError ...) and is raised again as it is, so that
-    it ends as an internal error rather than as "API unavailable". (The SDK wraps whatever
-    its ``session.request`` raises in a ``LangSmithError``: the cause is what counts.)
-    """
-    if isinstance(exc, (json.JSONDecodeError, _NotAnArray)):  # requests' JSONDecodeError is one too
-        return "malformed", f"malformed JSON answer ({exc.__class__.__name__})", None
-    response = _response_in_chain(exc)
-    if response is not None:
-        status = response.status_code
-        detail = f"HTTP {status}"
-        if status in (401, 403):
-            return "auth", detail, None
-        if status == 429:
-            return "rate_limit", detail, _retry_after(response.headers.get("Retry-After"))
-        if status in (414, 431):
-            return "too_long", detail, None
-        if status in (408, 425, 502, 503, 504):
-            return "unavailable", detail, _retry_after(response.headers.get("Retry-After"))
-        if status >= 500:
-            return "server", detail, None
-        return "refused", detail, None
-    # (not urllib3's TimeoutError: its NewConnectionError, a refused connection, is one too)
-    if _in_chain(exc, requests.Timeout):
-        return "unavailable", "timeout", None
-    if _in_chain(exc, requests.ConnectionError):
-        return "unavailable", "connection failed", None
-    if _in_chain(exc, requests.RequestException) or _in_chain(exc, urllib3.exceptions.HTTPError):
-        return "unavailable", f"request failed ({exc.__class__.__name__})", None
-    # not a network, HTTP or JSON failure: a bug here or in the SDK; the innermost cause is
-    # the one to report (the SDK's wrapper text may quote request headers)
-    raise _chain(exc)[-1]
-
-
-def _chain(exc: BaseException | None) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return out
-
-
-def _in_chain(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(e, kind) for e in _chain(exc))
-
-
-def _response_in_chain(exc: BaseException) -> requests.Response | None:
-    for e in _chain(exc):
-        response = getattr(e, "response", None)
-        if isinstance(response, requests.Response):
-            return response
-    return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+__all__ = ["BatchFailed", "FeedbackSource", "Interrupted", "UrlTooLong", "canonical_run_id", "classify"]

@@ -12,13 +12,12 @@ import random
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backfill import synthetic
-from backfill.sql import app_schema
+from backfill.sandbox import app_schema, synthetic
 from bench.harness import DAYS, SINCE
 
 
 def build_documents(url: str, rows: int, sizes: tuple[int, int], seed: str) -> None:
-    """The app's schema and ``rows`` synthetic runs (backfill.synthetic) by COPY, as demo.build_archive.
+    """The app's schema and ``rows`` synthetic runs (backfill.sandbox.synthetic) by COPY, as demo.build_archive.
 
     Document sizes are spread uniformly over ``sizes`` (bytes of JSON); a third of the runs
     have feedback (and a feedback_stats that counts it). Row i is on run_date SINCE + i*DAYS/rows.

@@ -17,8 +17,8 @@ import hashlib
 import sys
 from typing import Any
 
-from backfill import synthetic
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 API_KEY = "bench-not-a-secret"
 

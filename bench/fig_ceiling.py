@@ -16,8 +16,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 import backfill
-from backfill import migrate, synthetic
+from backfill import migrate
 from backfill.config import Database
+from backfill.sandbox import synthetic
 from backfill.sql import QUERIES
 from bench.builders import build_documents, vacuum
 from bench.fake_server import API_KEY

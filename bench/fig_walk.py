@@ -15,8 +15,8 @@ import psycopg
 import backfill
 from backfill import db, migrate
 from backfill.config import Database, Window
-from backfill.runner import count_pending, walk
 from backfill.sql import QUERIES
+from backfill.walk import count_pending, walk
 from bench.builders import FILL_NO_FEEDBACK, build_small, vacuum
 from bench.harness import BATCH, SINCE, UNTIL, Server, say
 from bench.report import Results, verdict

@@ -1,6 +1,6 @@
 """The harness every figure shares: the dates and sizes, one PostgreSQL, the fake LangSmith, a capped backfill.run.
 
-One throwaway PostgreSQL (backfill.embedded.EmbeddedPostgres) holds every database; each
+One throwaway PostgreSQL (backfill.sandbox.embedded.EmbeddedPostgres) holds every database; each
 contender gets its own copy of the same template database (CREATE DATABASE ... TEMPLATE),
 so both sides of a ratio start from identical bytes. The fake LangSmith runs in its own
 process (``python -m bench.fake_server``) and counts the requests it receives.
@@ -24,7 +24,7 @@ import psycopg
 
 import backfill
 from backfill.config import Database, LangSmith, Window
-from backfill.embedded import RUN_AS, EmbeddedPostgres
+from backfill.sandbox.embedded import RUN_AS, EmbeddedPostgres
 from bench.fake_server import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

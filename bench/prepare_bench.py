@@ -4,7 +4,7 @@
 
 The tool connects with psycopg's ``prepare_threshold=None`` (behind PgBouncer in transaction
 pooling a prepared statement lives on a server connection the next transaction may not get).
-This times the runner's own walk (``backfill.runner.walk``: ``walk_batch`` a day at a time,
+This times the runner's own walk (``backfill.walk.walk``: ``walk_batch`` a day at a time,
 keyset on id, each read its own short transaction with its SET LOCAL settings) over the same
 database, with prepared statements (psycopg's default threshold, 5) and without, alternating
 the two so that caching favours neither, and prints the medians and their ratio.
@@ -34,9 +34,10 @@ import psycopg
 
 from backfill import db, migrate
 from backfill.config import Database, Window
-from backfill.embedded import EmbeddedPostgres
-from backfill.runner import RunOptions, walk
-from backfill.sql import app_schema
+from backfill.options import RunOptions
+from backfill.sandbox import app_schema
+from backfill.sandbox.embedded import EmbeddedPostgres
+from backfill.walk import walk
 
 FILL = """
 INSERT INTO runs (run_id, trace_id, project, run_date, data)

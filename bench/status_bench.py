@@ -29,9 +29,10 @@ import psycopg
 import backfill
 from backfill import db, migrate
 from backfill.config import Database, Window
-from backfill.embedded import EmbeddedPostgres
 from backfill.errors import ConfigError
-from backfill.sql import QUERIES, app_schema
+from backfill.sandbox import app_schema
+from backfill.sandbox.embedded import EmbeddedPostgres
+from backfill.sql import QUERIES
 
 #: The records we store for run u (the API's shape), and the extractor's reduced ones.
 NATIVE = """jsonb_build_array(jsonb_build_object('id', md5({u} || 'f')::uuid::text, 'run_id', {u},

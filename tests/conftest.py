@@ -20,9 +20,9 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 
 from backfill import migrate
 from backfill.config import Database
-from backfill.embedded import find_bindir
 from backfill.errors import ConfigError
-from backfill.sql import app_schema
+from backfill.sandbox import app_schema
+from backfill.sandbox.embedded import find_bindir
 
 HERE = Path(__file__).resolve().parent
 APP_SCHEMA = app_schema()

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from backfill import synthetic
+from backfill.sandbox import synthetic
 
 TODAY = dt.datetime.now(dt.UTC).date()
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backfill.cli import app
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import seed, status
 

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from backfill import synthetic
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import invocations, raw_rows, seed, status, wait_for
 

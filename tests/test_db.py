@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import raw_rows, seed, status
 

@@ -76,7 +76,9 @@ def accepts(url: str) -> bool:
 
 def fakes() -> set[str]:
     """Process ids of running demo fake LangSmith servers."""
-    out = subprocess.run(["pgrep", "-f", "backfill.fake_langsmith .*demo-not-a-secret"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", "backfill.sandbox.fake_langsmith .*demo-not-a-secret"], capture_output=True, text=True
+    )
     return set(out.stdout.split())
 
 

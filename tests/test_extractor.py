@@ -22,11 +22,12 @@ import pytest
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations, synthetic
+from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.fake_langsmith import FakeLangSmith
 from backfill.runner import RunOptions
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import TODAY, expected_records, seed
 

@@ -19,8 +19,8 @@ import requests
 import urllib3
 from langsmith import utils as ls_utils
 
-from backfill import synthetic
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -289,7 +289,7 @@ def test_info_latency_unknown_path_and_concurrency() -> None:
 def test_command_line_runs_until_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backfill.fake_langsmith", "--port", "0", "--api-key", "K"],
+        [sys.executable, "-m", "backfill.sandbox.fake_langsmith", "--port", "0", "--api-key", "K"],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
@@ -367,7 +367,17 @@ def test_command_line_fault_modes() -> None:
     root = Path(__file__).resolve().parents[1]
     args = ["--outage-requests", "2", "--outage-status", "502", "--fault-after", "1", "--max-ids", "3"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backfill.fake_langsmith", "--port", "0", "--api-key", "K", *args, "--ignore-offset"],
+        [
+            sys.executable,
+            "-m",
+            "backfill.sandbox.fake_langsmith",
+            "--port",
+            "0",
+            "--api-key",
+            "K",
+            *args,
+            "--ignore-offset",
+        ],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,

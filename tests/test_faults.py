@@ -29,12 +29,13 @@ import pytest
 import requests
 
 import backfill
-from backfill import cli, synthetic
+from backfill import cli
 from backfill import source as source_module
 from backfill.config import Database, LangSmith, Window
 from backfill.errors import AlreadyRunning, ApiUnavailable, DatabaseError, WrongWorkspace
-from backfill.fake_langsmith import FakeLangSmith, RequestLog
 from backfill.runner import RunOptions, RunSummary
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith, RequestLog
 
 from .helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed, status, wait_for
 

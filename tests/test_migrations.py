@@ -271,8 +271,8 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
     """Apply sql/grants.sql to a fresh login role and run the whole backfill as that role."""
     import backfill
     from backfill.config import LangSmith
-    from backfill.fake_langsmith import FakeLangSmith
     from backfill.runner import RunOptions
+    from backfill.sandbox.fake_langsmith import FakeLangSmith
 
     from .helpers import status
 

@@ -11,11 +11,13 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations, synthetic
+from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.fake_langsmith import FakeLangSmith
-from backfill.runner import RunOptions, follow
+from backfill.follow import follow
+from backfill.runner import RunOptions
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import TODAY, expected_records, insert, raw_rows, rows, seed, status, wait_for
 

@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-from backfill.embedded import RUN_AS, free_port
-from backfill.fake_langsmith import FakeLangSmith
+from backfill.sandbox.embedded import RUN_AS, free_port
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import invocations, raw_rows, seed, status, wait_for
 from .test_faults import KEY, assert_exact, tripwire

@@ -11,11 +11,11 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import backfill
-from backfill import synthetic
 from backfill.config import Database, LangSmith, Window
 from backfill.errors import AlreadyRunning, ApiAuthError, ApiUnavailable, NotMigrated, WrongWorkspace
-from backfill.fake_langsmith import FakeLangSmith
 from backfill.runner import RunOptions
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith import FakeLangSmith
 
 from .helpers import TODAY, expected_records, insert, invocations, raw_rows, rows, seed, status
 

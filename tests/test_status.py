@@ -14,9 +14,9 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
-from backfill import synthetic
 from backfill.cli import app
 from backfill.config import Database, Window
+from backfill.sandbox import synthetic
 from backfill.status import StatusReport
 
 from .helpers import TODAY, insert, wait_for

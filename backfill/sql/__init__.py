@@ -1,4 +1,6 @@
-"""The named SQL statements of ``queries.sql``, parsed once."""
+"""The SQL the package loads and ships: the named statements of ``queries.sql`` (parsed once),
+``grants.sql`` and ``schema.sql``. The top-level ``sql/`` of a checkout links to these files
+for the DBA who reads them there (see sql/README.md)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,19 @@ _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
 
 def _parse(text: str) -> dict[str, str]:
+    """Blocks headed ``-- name --``; comment lines after a block's last statement (a section
+    banner between blocks) belong to no query and are left out of its text."""
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        queries[name] = body.strip()
+        lines = body.strip().splitlines()
+        while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("--")):
+            lines.pop()
+        queries[name] = "\n".join(lines).strip()
     return queries
 
 
 QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read_text("utf-8"))
-
-
-def app_schema() -> str:
-    """The application's `runs` schema as deployed (for the demo and the tests)."""
-    return files(__package__).joinpath("app_schema.sql").read_text("utf-8")
 
 
 def grants(role: str) -> str:

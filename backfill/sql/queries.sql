@@ -158,7 +158,7 @@ ORDER BY r.id
 LIMIT %(batch_size)s;
 
 -- workspace_probe_runs --
--- The wrong-workspace probe (runner._check_workspace): the window's newest runs whose
+-- The wrong-workspace probe (runner.Runner._check_workspace): the window's newest runs whose
 -- feedback_stats count records, newest day first. New feedback is the least likely to
 -- have expired or been deleted in LangSmith, so a key that gets nothing for these is the
 -- wrong key. A backward scan of the app's idx_runs_run_date that stops at %(n)s matches
@@ -351,7 +351,7 @@ SET finished_at = now(), heartbeat_at = now(), outcome = %(outcome)s, message = 
 WHERE id = %(invocation_id)s;
 
 -- =====================================================================================
--- `backfill status` (backfill/status.py): read-only, from indexes, never runs.data.
+-- `backfill status` (backfill/status.py; rendered by status_render.py): read-only, from indexes, never runs.data.
 -- The report a DBA reads and a monitor parses; it calls no API and writes nothing.
 -- =====================================================================================
 

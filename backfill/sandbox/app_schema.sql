@@ -1,5 +1,6 @@
--- The application's archive exactly as deployed (see DEVELOPERS.md): used by the demo and
--- the tests to build the database the extractor left. `backfill` itself never runs this.
+-- The application's archive exactly as deployed: its `runs` table and indexes at the app's own
+-- Alembic revision 9405a9ff216f, recorded in alembic_version below. Used by `backfill demo`, the
+-- tests and the benchmarks to build the database the extractor left; `backfill` never runs it.
 CREATE TABLE runs (
   id SERIAL PRIMARY KEY, run_id VARCHAR(255) NOT NULL UNIQUE, trace_id VARCHAR(255) NOT NULL,
   project VARCHAR(255) NOT NULL, run_date DATE NOT NULL, data JSONB NOT NULL,

@@ -25,12 +25,12 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import migrate, synthetic
-from .config import Database, LangSmith, Window
+from .. import migrate
+from ..config import Database, LangSmith, Window
+from ..errors import ConfigError
+from ..runner import RunOptions, RunSummary, run
+from . import app_schema, synthetic
 from .embedded import EmbeddedPostgres, free_port
-from .errors import ConfigError
-from .runner import RunOptions, RunSummary, run
-from .sql import app_schema
 
 PROJECTS = ("support-bot", "sales-agent", "triage")
 DEMO_KEY = "demo-not-a-secret"
@@ -65,7 +65,7 @@ def build_archive(url: str, rows: int, days: int = 20, today: dt.date | None = N
 def _start_fake(port: int) -> subprocess.Popen[bytes]:
     """The fake LangSmith in its own process group (so that --keep can leave it running)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "backfill.fake_langsmith", "--port", str(port), "--api-key", DEMO_KEY],
+        [sys.executable, "-m", "backfill.sandbox.fake_langsmith", "--port", str(port), "--api-key", DEMO_KEY],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -141,7 +141,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
 
 
 def _show_status(database: Database, show: Callable[[str], None]) -> None:
-    from .status import status
+    from ..status import status
 
     for line in status(database, Window.parse("14d")).lines():
         show(line)

@@ -1,0 +1,54 @@
+"""`backfill run --follow`: a pass every --interval until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import threading
+from dataclasses import replace
+from typing import TextIO
+
+from .config import Database, LangSmith, Window
+from .errors import AlreadyRunning, ApiUnavailable, DatabaseError, Interrupted, WrongWorkspace
+from .options import RunOptions
+from .runner import run_with
+from .signals import handling
+
+
+def follow(
+    database: Database,
+    langsmith: LangSmith,
+    options: RunOptions,
+    since: str,
+    until: str | None,
+    interval_s: float,
+    *,
+    stop: threading.Event | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`backfill run --follow`: a pass every ``interval_s`` until SIGTERM/SIGINT; returns 0.
+
+    The window is recomputed each pass (``--since 2d`` keeps following the newest rows).
+    An API outage, a wrong workspace or a database error is reported and the next pass
+    tries again; a refused API key or a missing schema ends the loop (exit 1).
+    """
+    err = err or sys.stderr
+    with handling(stop) as signals:
+        event = signals.stop
+        while not event.is_set():
+            opts = replace(options, window=Window.parse(since, until, options.window.projects))
+            try:
+                summary = run_with(database, langsmith, opts, signals, err=err)
+                print(
+                    f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
+                    file=err,
+                    flush=True,
+                )
+            except Interrupted:
+                break
+            except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
+                print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
+            if event.wait(interval_s):
+                break
+    print("follow: stopped cleanly", file=err, flush=True)
+    return 0

@@ -1,0 +1,224 @@
+"""``FakeLangSmith``: the fake's lifecycle (a daemon thread serving 127.0.0.1) and its answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .. import synthetic
+from .faults import Faults
+from .plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
+
+
+@dataclass(frozen=True)
+class RequestLog:
+    """One request as received, and the status answered (None: connection reset).
+
+    ``at`` is ``time.monotonic()`` when the request was received, before any injected
+    latency or stall: the list is in answer order, sort by ``at`` for arrival order.
+    """
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    status: int | None
+    at: float = field(default_factory=time.monotonic)
+
+
+class FakeLangSmith(Faults):
+    """The fake server; ``start()`` it (or use ``with``) and point a Client at ``url``."""
+
+    def __init__(
+        self,
+        api_key: str = "fake-key",
+        *,
+        feedback: Callable[[str], list[dict[str, Any]]] = synthetic.feedback_for_run,
+        latency_s: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.latency_s = latency_s
+        self.empty_all = False
+        self.requests: list[RequestLog] = []
+        self._feedback = feedback
+        self._host, self._port = host, port
+        self._socks: set[socket.socket] = set()
+        self._reset_socks: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # lifecycle
+
+    def start(self) -> FakeLangSmith:
+        """Bind and serve in a daemon thread; ``url`` is set once this returns."""
+        server = Server((self._host, self._port), Handler)
+        server.owner = self
+        self._server = server
+        host, port = server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+        self._stopping.clear()
+        # A short poll interval makes stop() (server.shutdown) return quickly.
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-langsmith", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake stalled answers, drop kept-alive connections, close the socket."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes handler threads blocked on keep-alive reads
+            except OSError:
+                pass
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeLangSmith:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def records_of(self, run_id: str) -> list[dict[str, Any]]:
+        """The records GET /feedback serves for ``run_id`` when no fault is injected."""
+        return self._records_of(canonical(run_id))
+
+    def feedback_requests(self) -> list[RequestLog]:
+        """The GET /feedback requests received so far."""
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and r.path == "/feedback"]
+
+    # serving
+
+    def _track(self, sock: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            (self._socks.add if add else self._socks.discard)(sock)
+
+    def _records_of(self, run_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            override = self._overrides.get(run_id)
+        return override if override is not None else self._feedback(run_id)
+
+    def _handle(self, h: Handler) -> None:
+        received = time.monotonic()
+        parts = urlsplit(h.path)
+        path = parts.path.rstrip("/") or "/"
+        if path.startswith("/api/v1/"):
+            path = path[len("/api/v1") :]  # tolerate an endpoint given with the API prefix
+        query = parse_qs(parts.query, keep_blank_values=True)
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        if self.latency_s > 0:
+            self._stopping.wait(self.latency_s)
+        extra: dict[str, str] = {}
+        try:
+            if path == "/feedback" and h.command == "GET":
+                body = self._feedback_answer(h, query, headers, received)
+            elif path == "/info" and h.command == "GET":
+                body = json.dumps(INFO)
+            elif path in ("/feedback", "/info"):
+                raise Answer(405, "Method Not Allowed")
+            else:
+                raise Answer(404, "Not Found")
+            status = 200
+        except Answer as answer:
+            status, body, extra = answer.status, answer.body, answer.headers
+        except Reset:
+            self._log(h.command, path, query, headers, None, received)
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with self._lock:
+                self._reset_socks.add(h.connection)
+            h.close_connection = True
+            return
+        # Log before answering: a caller that checks ``requests`` right after its call returns sees it.
+        self._log(h.command, path, query, headers, status, received)
+        try:
+            h.send_body(status, body.encode(), extra)
+        except OSError:
+            h.close_connection = True  # the client went away (e.g. its read timeout fired)
+
+    def _log(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        status: int | None,
+        at: float,
+    ) -> None:
+        with self._lock:
+            self.requests.append(RequestLog(method, path, query, headers, status, at))
+
+    def _feedback_answer(
+        self, h: Handler, query: dict[str, list[str]], headers: dict[str, str], received: float
+    ) -> str:
+        stall, reset = self._take()
+        if stall > 0:
+            self._stopping.wait(stall)
+        if reset:
+            raise Reset
+        failure = self._infrastructure(query, received) or self._next_failure()
+        if failure is not None:
+            extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
+            try:
+                phrase = HTTPStatus(failure.status).phrase
+            except ValueError:
+                phrase = "Error"
+            raise Answer(failure.status, phrase, extra, failure.body)
+        if headers.get("x-api-key") != self.api_key:
+            raise Answer(401, "Invalid token")
+        try:
+            runs = [canonical(r) for r in query.get("run", [])]
+        except ValueError:
+            raise Answer(422, [{"loc": ["query", "run"], "msg": "value is not a valid uuid"}]) from None
+        limit = int_param(query, "limit", 100, 1, 100)
+        offset = int_param(query, "offset", 0, 0, None)
+        with self._lock:
+            poisoned = any(r in self._poisoned for r in runs)
+            stray, duplicate = list(self._stray), self._duplicate
+            if self._ignore_offset:
+                offset = 0
+        if poisoned:
+            raise Answer(500, "Internal Server Error")
+        records: list[dict[str, Any]] = []
+        if not self.empty_all:
+            keys, sources = set(query.get("key", [])), set(query.get("source", []))
+            for run_id in runs:
+                records.extend(
+                    r
+                    for r in self._records_of(run_id)
+                    if (not keys or r.get("key") in keys)
+                    and (not sources or (r.get("feedback_source") or {}).get("type") in sources)
+                )
+        # Duplicating: page k starts k records early, so each page repeats the previous one's
+        # last record and nothing is lost (the pages simply run longer).
+        start = offset - offset // limit if duplicate else offset
+        page = records[start : start + limit]
+        if offset == 0 and not self.empty_all:
+            page = page + stray
+        body = json.dumps(page, default=str)
+        with self._lock:
+            truncate = self._truncate > 0
+            self._truncate -= truncate
+        if truncate:
+            body = body[: max(1, len(body) // 2)]  # "[]" becomes "[": still invalid JSON
+        return body
