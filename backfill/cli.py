@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
 
-from . import __version__
+from . import __version__, logs
 from .config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from .errors import BackfillError, UsageError
 from .operations import Change, reset, retry, revert, verify
@@ -72,7 +73,10 @@ def _duration_or_zero(text: str, flag: str) -> float:
 def _fail(exc: BackfillError, debug: bool) -> NoReturn:
     if debug:
         raise exc
-    typer.echo(f"backfill: error: {exc}", err=True)
+    if logs.is_json():
+        logs.event("error", str(exc), logging.ERROR, error=type(exc).__name__, exit_code=exc.exit_code)
+    else:
+        typer.echo(f"backfill: error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -92,6 +96,7 @@ def main_options(
 ) -> None:
     """Backfill LangSmith feedback records into the PostgreSQL archive of runs."""
     ctx.obj = {"debug": debug}
+    logs.setup("text")  # `run --log-format json` sets it again
 
 
 @app.command("run", epilog=EPILOG_RUN)
@@ -143,10 +148,20 @@ def run_command(
             " stopping with exit 1: 30s, 10m, 1h; 0 stops at once. No row is marked meanwhile."
         ),
     ] = "10m",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="What goes to stderr besides the bar: text (timestamped lines) or json (one JSON object per line:"
+            " event, invocation_id, counts, durations; the summary too; no bar)."
+        ),
+    ] = "text",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
     debug = ctx.obj["debug"]
     try:
+        if log_format not in logs.FORMATS:
+            raise UsageError(f"--log-format must be text or json, got {log_format!r}")
+        logs.setup(log_format)
         options = RunOptions(
             window=Window.parse(since, until, project or ()),
             batch_size=batch_size,
@@ -154,7 +169,7 @@ def run_command(
             max_attempts=max_attempts,
             limit=limit,
             dry_run=dry_run,
-            progress=not no_progress and not follow and sys.stderr.isatty(),
+            progress=not no_progress and not follow and log_format == "text" and sys.stderr.isatty(),
             refetch=refetch,
             replace_extractor_records=replace_extractor_records,
             outage_wait_s=_duration_or_zero(outage_wait, "--outage-wait"),
@@ -168,17 +183,29 @@ def run_command(
         langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
         if follow:
             assert langsmith is not None
-            typer.echo(f"backfill: following --since {since}, a pass every {interval}; stop with SIGTERM", err=True)
+            logs.event(
+                "follow_started",
+                f"following --since {since}, a pass every {interval}; stop with SIGTERM",
+                since=since,
+                interval_s=pause,
+            )
             raise typer.Exit(run_follow(database, langsmith, options, since, until, pause))
-        typer.echo(f"backfill: {options.window.describe()}" + (" (refetch)" if refetch else ""), err=True)
+        logs.event("run_window", options.window.describe() + (" (refetch)" if refetch else ""), refetch=refetch)
         summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
     except BackfillError as exc:
         _fail(exc, debug)
-    for line in summary.lines():
-        typer.echo(line, err=True)
+    if logs.is_json():
+        # stderr stays one JSON object per line: the summary is the run_finished event
+        logs.event("run_finished", summary.lines()[0], **logs.summary_fields(summary))
+    else:
+        for line in summary.lines():
+            typer.echo(line, err=True)
     if summary.interrupted_by is not None:
-        typer.echo(
-            "interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True
+        logs.event(
+            "interrupted",
+            "interrupted: the last batch was committed or abandoned whole; run the same command to resume",
+            logging.WARNING,
+            signal=summary.interrupted_by,
         )
     raise typer.Exit(summary.exit_code)
 
@@ -202,15 +229,33 @@ def status_command(
             " 1 WARNING, 2 CRITICAL.",
         ),
     ] = False,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="text, json (as --json) or openmetrics (Prometheus text exposition ending with # EOF, for"
+            " node_exporter's textfile collector).",
+        ),
+    ] = "text",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Report the backfill's progress and what the rows hold now (no API call, no write)."""
     debug = ctx.obj["debug"]
     try:
+        if output_format not in ("text", "json", "openmetrics"):
+            raise UsageError(f"--format must be text, json or openmetrics, got {output_format!r}")
+        if output_format == "openmetrics" and (as_json or check):
+            raise UsageError("--format openmetrics cannot be combined with --json or --check")
+        as_json = as_json or output_format == "json"
         window = Window.parse(since, until, project or ())
         report = status(Database.from_env(database_url), window)
     except BackfillError as exc:
         _fail(exc, debug)
+    if output_format == "openmetrics":
+        from .openmetrics import render
+
+        typer.echo(render(report), nl=False)
+        raise typer.Exit(0)
     if check:
         # With --json the summary goes to stderr so that stdout stays one JSON document.
         typer.echo(report.check_line(), err=as_json)
@@ -220,6 +265,54 @@ def status_command(
         for line in report.lines():
             typer.echo(line)
     raise typer.Exit(report.exit_code if check else 0)
+
+
+@app.command(
+    "check",
+    epilog="Example: backfill check --since 14d   (before a long `backfill run`; writes nothing)\n\n"
+    "Exit codes: 0 no FAIL (WARN lines allowed), 1 any FAIL, 2 usage.",
+)
+def check_command(
+    ctx: typer.Context,
+    since: Since = "14d",
+    until: Until = None,
+    project: Projects = None,
+    delay_ms: DelayMs = 1000,
+    batch_size: Annotated[int, typer.Option(help="Run ids per API request, as `backfill run` will use.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (checks, estimates, status).")] = False,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+    endpoint: Endpoint = None,
+    workspace_id: WorkspaceId = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Pre-flight: database, schema, privileges, pooler, API key and workspace, and the run's estimates."""
+    from .check import check
+
+    try:
+        window = Window.parse(since, until, project or ())
+        if delay_ms < 0:
+            raise UsageError("--delay-ms must be 0 or more")
+        if not 1 <= batch_size <= 1000:
+            raise UsageError("--batch-size must be between 1 and 1000")
+        if timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        database = Database.from_env(database_url)
+        report = check(
+            database,
+            lambda: LangSmith.from_env(api_key, endpoint, workspace_id, timeout),
+            window,
+            delay_ms=delay_ms,
+            batch_size=batch_size,
+        )
+    except BackfillError as exc:
+        _fail(exc, ctx.obj["debug"])
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(report.exit_code)
 
 
 def _confirm(question: str, yes: bool) -> None:

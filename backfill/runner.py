@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from . import db
+from . import db, logs
 from .config import Database, LangSmith, Window
 from .errors import AlreadyRunning, ApiUnavailable, BackfillError, DatabaseError, UsageError, WrongWorkspace
 from .feedback import DONE, FAILED, INVALID, NO_FEEDBACK, Outcome, decide, promised
@@ -202,23 +203,20 @@ def follow(
     tries again; a refused API key or a missing schema ends the loop (exit 1).
     """
     err = err or sys.stderr
+    logs.ensure(err)
     with _signals(stop) as (event, _caught):
         while not event.is_set():
             opts = replace(options, window=Window.parse(since, until, options.window.projects))
             try:
                 summary = run(database, langsmith, opts, stop=event, err=err)
-                print(
-                    f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
-                    file=err,
-                    flush=True,
-                )
+                logs.event("pass_finished", "pass: " + summary.lines()[0].strip(), **logs.summary_fields(summary))
             except Interrupted:
                 break
             except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
-                print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
+                logs.event("pass_failed", f"pass failed: {exc}", logging.ERROR, error=type(exc).__name__)
             if event.wait(interval_s):
                 break
-    print("follow: stopped cleanly", file=err, flush=True)
+    logs.event("follow_stopped", "follow: stopped cleanly")
     return 0
 
 
@@ -368,6 +366,18 @@ def _leased_run(
         "start_invocation", {"params": db.Jsonb(params), "pending": summary.pending_at_start}
     )["id"]
     lease.invocation_id = summary.invocation_id
+    logs.event(
+        "run_started",
+        f"invocation {summary.invocation_id}: {summary.pending_at_start} row(s) pending in {options.window.describe()}",
+        invocation_id=summary.invocation_id,
+        pending=summary.pending_at_start,
+        since=options.window.since.isoformat(),
+        until=options.window.until.isoformat(),
+        projects=list(options.window.projects),
+        refetch=options.refetch,
+        batch_size=options.batch_size,
+        delay_ms=options.delay_ms,
+    )
     lease.check(gw)  # the lease names its invocation from the same commit on (`backfill status`)
     gw.commit()
     source = FeedbackSource(
