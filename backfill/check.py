@@ -121,7 +121,7 @@ class CheckReport:
         out += [i.line() for i in self.items]
         fails = sum(1 for i in self.items if i.level == FAIL)
         warns = sum(1 for i in self.items if i.level == WARN)
-        out.append(f"{self.status}: {fails} failed, {warns} warning(s), {len(self.items) - fails - warns} ok")
+        out.append(f"check: {self.status} ({fails} failed, {warns} warning(s), {len(self.items) - fails - warns} ok)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -200,9 +200,16 @@ def _database(gw: db.Gateway, report: CheckReport, options: RunOptions) -> tuple
         server_version=server["server_version"],
     )
     head = migrate.head()
-    ours = [r["version_num"] for r in _read(gw, "check_our_version")] if server["ours_table"] else []
+    ours = [r["version_num"] for r in _read(gw, "check_our_version")] if server["ours_readable"] else []
     migrated = bool(_read(gw, "check_schema")[0]["migrated"])
-    if ours == [head] and migrated:
+    if migrated and server["ours_table"] and not server["ours_readable"]:
+        report.add(
+            "schema",
+            WARN,
+            f"our tables exist; role {server['role']} may not read feedback_backfill_alembic_version to confirm"
+            f" the revision is {head} (run the check as the owner to confirm)",
+        )
+    elif ours == [head] and migrated:
         report.add("schema", OK, f"ours at {head} (head), in feedback_backfill_alembic_version", revision=head)
     elif not ours or not migrated:
         report.add(
@@ -215,7 +222,10 @@ def _database(gw: db.Gateway, report: CheckReport, options: RunOptions) -> tuple
         report.add(
             "schema", FAIL, f"ours at {', '.join(ours)}, the package's head is {head}: run `backfill db upgrade`"
         )
-    _app_version(gw, report, bool(server["app_table"]))
+    if server["app_table"] and not server["app_readable"]:
+        report.add("app schema", WARN, f"role {server['role']} may not read the app's alembic_version: not checked")
+    else:
+        _app_version(gw, report, bool(server["app_table"]))
     _privileges(report, _read(gw, "check_privileges")[0])
     if not migrated:
         return False, []

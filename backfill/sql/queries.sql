@@ -618,7 +618,9 @@ SET TRANSACTION READ ONLY;
 SELECT current_user AS role, current_database() AS dbname, inet_server_port() AS server_port,
        current_setting('server_version') AS server_version, pg_backend_pid() AS backend_pid,
        to_regclass('feedback_backfill_alembic_version') IS NOT NULL AS ours_table,
-       to_regclass('alembic_version') IS NOT NULL AS app_table;
+       has_table_privilege(to_regclass('feedback_backfill_alembic_version'), 'SELECT') AS ours_readable,
+       to_regclass('alembic_version') IS NOT NULL AS app_table,
+       has_table_privilege(to_regclass('alembic_version'), 'SELECT') AS app_readable;
 
 -- check_backend_pid --
 -- The server process of this transaction: two of our connections sharing one means
