@@ -6,9 +6,12 @@ status` prints, so the exposition, the human report and ``--json`` never disagre
 that is undefined (a rate without a denominator, a run that has not finished) has no
 sample rather than a made-up 0 or NaN: an alert rule on it then simply does not fire.
 
-Every metric is a gauge (or an info): each is a reading of the database at ``as_of``, not a
+Every metric is a gauge: each is a reading of the database at ``as_of``, not a
 counter of this process. Names are prefixed ``feedback_backfill_``; metrics with a unit end
-with it (``_seconds``, ``_ratio``) and declare it in ``# UNIT``.
+with it (``_seconds``, ``_ratio``) and declare it in ``# UNIT``. Labels-only facts are gauges
+named ``*_info`` of value 1 rather than OpenMetrics' ``info`` type, which the Prometheus text
+format 0.0.4 parser of node_exporter's textfile collector rejects; its parser skips the
+``# UNIT`` and ``# EOF`` lines as comments, so one file serves both.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 @dataclass
 class _Family:
     name: str
-    kind: str  # gauge | info
+    kind: str  # gauge (an "info" is a gauge named *_info of value 1: node_exporter's parser knows no info type)
     help: str
     unit: str = ""
     samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
@@ -41,9 +44,8 @@ class _Family:
         out = [f"# TYPE {full} {self.kind}", f"# HELP {full} {_escape_help(self.help)}"]
         if self.unit:
             out.append(f"# UNIT {full} {self.unit}")
-        sample = full + "_info" if self.kind == "info" else full
         for labels, value in self.samples:
-            out.append(f"{sample}{_labels(labels)} {_number(value)}")
+            out.append(f"{full}{_labels(labels)} {_number(value)}")
         return out
 
 
@@ -83,7 +85,7 @@ def families(report: StatusReport) -> list[_Family]:
         fams.append(f)
         return f
 
-    window = fam("window", "The window the figures cover: run_date since .. until (exclusive), projects.", kind="info")
+    window = fam("window_info", "The window the figures cover: run_date since .. until (exclusive), projects (1).")
     window.add(
         1,
         since=report.window.since.isoformat(),
@@ -125,7 +127,7 @@ def families(report: StatusReport) -> list[_Family]:
     )
 
     fam("runs", "`backfill run` invocations recorded in the database.").add(report.runs_count)
-    info = fam("last_run", "The last `backfill run`: its invocation id, state and outcome.", kind="info")
+    info = fam("last_run_info", "The last `backfill run`: its invocation id, state and outcome (1).")
     if run is not None:
         info.add(1, id=run.id, state=run.state, outcome=run.outcome or "")
     fam("last_run_start_timestamp_seconds", "When the last run started.", "seconds").add(

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as classic_parser
 from typer.testing import CliRunner
 
 from backfill.cli import app
@@ -39,6 +40,8 @@ def metrics(dsn: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     assert result.exit_code == 0, result.stderr
     assert result.stdout.endswith("# EOF\n")
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    # the same file must also pass the classic text format 0.0.4 parser (node_exporter's textfile collector)
+    assert {f.name for f in classic_parser(result.stdout)}
     for family in text_string_to_metric_families(result.stdout):
         assert family.name.startswith("feedback_backfill_")
         assert family.documentation
