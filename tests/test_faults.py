@@ -314,7 +314,7 @@ def test_sigterm_during_an_outage_wait_stops_at_once_marking_nothing(dsn, fake):
     fake.outage(600.0, status=503)
     proc = start_cli(dsn, fake)
     # 5 attempts, then probes; after the 7th request (the 2nd probe) the backoff is 16-32 s
-    wait_for(lambda: len(fake.feedback_requests()) >= 7, timeout=60)  # 12-24 s of backoff
+    wait_for(lambda: len(fake.feedback_requests()) >= 7, 60, "the 2nd outage probe")  # 12-24 s of backoff
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
