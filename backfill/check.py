@@ -167,8 +167,7 @@ def check(
             report.add("database", FAIL, str(exc))
         finally:
             gw.close()
-        if report.status != FAIL or migrated:
-            _pooler(database, report)
+        _pooler(database, report)
     sizes = _api(langsmith, report, probe, delay_ms)
     if migrated:
         try:

@@ -149,6 +149,19 @@ def test_missing_schema_fails(app_dsn, fake):
     assert item(lines, "can run").startswith("FAIL  can run      role postgres lacks")
 
 
+def test_our_revision_in_the_apps_alembic_version_fails(dsn, fake):
+    seed(dsn, 10)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('fb0003')")
+    code, lines = check(dsn, fake)
+    assert code == 1
+    assert item(lines, "app schema").startswith(
+        "FAIL  app schema   the app's alembic_version holds our revision fb0003: our migrations were run with the"
+        " default version table"
+    )
+
+
 @pytest.fixture
 def limited_role(dsn: str) -> Iterator[tuple[str, str]]:
     """A login role granted sql/grants.sql minus UPDATE on runs."""
