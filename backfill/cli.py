@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, logs
 from .cli_params import (
     ApiKey,
     BatchSize,
@@ -28,6 +29,7 @@ from .cli_params import (
     Follow,
     Interval,
     Limit,
+    LogFormat,
     MaxAttempts,
     NoProgress,
     OptionalSince,
@@ -37,6 +39,7 @@ from .cli_params import (
     ReplaceExtractorRecords,
     RunDryRun,
     Since,
+    StatusFormat,
     Timeout,
     Until,
     WorkspaceId,
@@ -59,7 +62,10 @@ class _Group(TyperGroup):
         except BackfillError as exc:
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
                 raise
-            typer.echo(f"backfill: error: {exc}", err=True)
+            if logs.is_json():
+                logs.event("error", str(exc), logging.ERROR, error=type(exc).__name__, exit_code=exc.exit_code)
+            else:
+                typer.echo(f"backfill: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -101,6 +107,7 @@ def main_options(
 ) -> None:
     """Backfill LangSmith feedback records into the PostgreSQL archive of runs."""
     ctx.obj = {"debug": debug}
+    logs.setup("text")  # `run --log-format json` sets it again
 
 
 @app.command("run", epilog=EPILOG_RUN)
@@ -125,8 +132,12 @@ def run_command(
     follow: Follow = False,
     interval: Interval = "5m",
     outage_wait: OutageWait = "10m",
+    log_format: LogFormat = "text",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
+    if log_format not in logs.FORMATS:
+        raise UsageError(f"--log-format must be text or json, got {log_format!r}")
+    logs.setup(log_format)
     options = RunOptions(
         window=Window.parse(since, until, project or ()),
         batch_size=batch_size,
@@ -134,7 +145,7 @@ def run_command(
         max_attempts=max_attempts,
         limit=limit,
         dry_run=dry_run,
-        progress=not no_progress and not follow and sys.stderr.isatty(),
+        progress=not no_progress and not follow and log_format == "text" and sys.stderr.isatty(),
         refetch=refetch,
         replace_extractor_records=replace_extractor_records,
         outage_wait_s=_duration_or_zero(outage_wait, "--outage-wait"),
@@ -148,19 +159,31 @@ def run_command(
     langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
     if follow:
         assert langsmith is not None
-        typer.echo(f"backfill: following --since {since}, a pass every {interval}; stop with SIGTERM", err=True)
+        logs.event(
+            "follow_started",
+            f"following --since {since}, a pass every {interval}; stop with SIGTERM",
+            since=since,
+            interval_s=pause,
+        )
         from .follow import follow as run_follow
 
         raise typer.Exit(run_follow(database, langsmith, options, since, until, pause))
-    typer.echo(f"backfill: {options.window.describe()}" + (" (refetch)" if refetch else ""), err=True)
+    logs.event("run_window", options.window.describe() + (" (refetch)" if refetch else ""), refetch=refetch)
     from .runner import run
 
     summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
-    for line in summary.lines():
-        typer.echo(line, err=True)
+    if logs.is_json():
+        # stderr stays one JSON object per line: the summary is the run_finished event
+        logs.event("run_finished", summary.lines()[0], **logs.summary_fields(summary))
+    else:
+        for line in summary.lines():
+            typer.echo(line, err=True)
     if summary.stopped:
-        typer.echo(
-            "interrupted: the last batch was committed or abandoned whole; run the same command to resume", err=True
+        logs.event(
+            "interrupted",
+            "interrupted: the last batch was committed or abandoned whole; run the same command to resume",
+            logging.WARNING,
+            signal=summary.interrupted_by,
         )
     raise typer.Exit(summary.exit_code)
 
@@ -184,13 +207,24 @@ def status_command(
             " 1 WARNING, 2 CRITICAL.",
         ),
     ] = False,
+    output_format: StatusFormat = "text",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Report the backfill's progress and what the rows hold now (no API call, no write)."""
+    if output_format not in ("text", "json", "openmetrics"):
+        raise UsageError(f"--format must be text, json or openmetrics, got {output_format!r}")
+    if output_format == "openmetrics" and (as_json or check):
+        raise UsageError("--format openmetrics cannot be combined with --json or --check")
+    as_json = as_json or output_format == "json"
     window = Window.parse(since, until, project or ())
     from .status import status
 
     report = status(Database.from_env(database_url), window)
+    if output_format == "openmetrics":
+        from .openmetrics import render
+
+        typer.echo(render(report), nl=False)
+        raise typer.Exit(0)
     if check:
         # With --json the summary goes to stderr so that stdout stays one JSON document.
         typer.echo(report.check_line(), err=as_json)
@@ -333,8 +367,10 @@ def revert_command(
         typer.echo(f"restored {change.rows} row(s); forgot {change.checkpoints} checkpoint row(s)", err=True)
 
 
+from .cli_check import register as _register_check  # noqa: E402
 from .cli_db import db_app  # noqa: E402  (registered here: `backfill --help` lists it after revert)
 
+_register_check(app)
 app.add_typer(db_app, name="db")
 
 

@@ -69,3 +69,20 @@ OutageWait = Annotated[
         " stopping with exit 1: 30s, 10m, 1h; 0 stops at once. No row is marked meanwhile."
     ),
 ]
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        help="What goes to stderr besides the bar: text (timestamped lines) or json (one JSON object per line:"
+        " event, invocation_id, counts, durations; the summary too; no bar)."
+    ),
+]
+
+# `backfill status`
+StatusFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="text, json (as --json) or openmetrics (Prometheus text exposition ending with # EOF, for"
+        " node_exporter's textfile collector).",
+    ),
+]

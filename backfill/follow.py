@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
 import sys
 import threading
 from dataclasses import replace
 from typing import TextIO
 
+from . import logs
 from .config import Database, LangSmith, Window
 from .errors import AlreadyRunning, ApiUnavailable, DatabaseError, Interrupted, WrongWorkspace
 from .options import RunOptions
@@ -33,22 +34,19 @@ def follow(
     tries again; a refused API key or a missing schema ends the loop (exit 1).
     """
     err = err or sys.stderr
+    logs.ensure(err)
     with handling(stop) as signals:
         event = signals.stop
         while not event.is_set():
             opts = replace(options, window=Window.parse(since, until, options.window.projects))
             try:
                 summary = run_with(database, langsmith, opts, signals, err=err)
-                print(
-                    f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass: " + summary.lines()[0].strip(),
-                    file=err,
-                    flush=True,
-                )
+                logs.event("pass_finished", "pass: " + summary.lines()[0].strip(), **logs.summary_fields(summary))
             except Interrupted:
                 break
             except (ApiUnavailable, WrongWorkspace, DatabaseError, AlreadyRunning) as exc:
-                print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}Z pass failed: {exc}", file=err, flush=True)
+                logs.event("pass_failed", f"pass failed: {exc}", logging.ERROR, error=type(exc).__name__)
             if event.wait(interval_s):
                 break
-    print("follow: stopped cleanly", file=err, flush=True)
+    logs.event("follow_stopped", "follow: stopped cleanly")
     return 0

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from . import db
+from . import db, logs
 from .config import Database, LangSmith
 from .errors import BackfillError, DatabaseError, Interrupted, UsageError, WrongWorkspace
 from .feedback import FAILED, Outcome, decide, promised
@@ -194,6 +194,18 @@ class Runner:
             "start_invocation", {"params": db.Jsonb(params), "pending": summary.pending_at_start}
         )["id"]
         self.lease.invocation_id = summary.invocation_id
+        logs.event(
+            "run_started",
+            f"invocation {summary.invocation_id}: {summary.pending_at_start} row(s) pending in {o.window.describe()}",
+            invocation_id=summary.invocation_id,
+            pending=summary.pending_at_start,
+            since=o.window.since.isoformat(),
+            until=o.window.until.isoformat(),
+            projects=list(o.window.projects),
+            refetch=o.refetch,
+            batch_size=o.batch_size,
+            delay_ms=o.delay_ms,
+        )
         self.lease.check(self.gw)  # the lease names its invocation from the same commit on (`backfill status`)
         self.gw.commit()
 

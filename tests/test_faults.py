@@ -704,12 +704,14 @@ def terminate_backfill(dsn: str) -> int:
 
 
 def assert_one_line_error(proc: subprocess.Popen[str], err: str, prefix: str = "backfill: error: ") -> None:
-    """Exit 1, and after the window line exactly one line, no traceback."""
+    """Exit 1, the window's log line first, then log lines only, and the error in one last line; no traceback."""
     assert proc.returncode == 1, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert lines[0].startswith("backfill: run_date ")  # the window, printed before the run
-    assert len(lines) == 2 and lines[1].startswith(prefix), err
+    _ts, level, message = lines[0].split(" ", 2)
+    assert level == "INFO" and message.startswith("run_date "), err  # the window, logged before the run
+    assert all(line.split(" ", 2)[1] == "INFO" for line in lines[1:-1]), err
+    assert lines[-1].startswith(prefix), err
 
 
 def test_database_connection_killed_during_an_api_call(dsn):

@@ -600,3 +600,82 @@ SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
 WHERE s.run_id = ANY(%(run_ids)s::text[]);
+
+-- =====================================================================================
+-- The pre-flight (backfill/check.py): `backfill check` writes nothing; each of its reads
+-- runs in a transaction made READ ONLY by check_read_only, then rolled back.
+-- =====================================================================================
+
+-- check_read_only --
+-- The first statement after transaction_settings: a read-only transaction (SET takes no
+-- snapshot, so it may still follow SET LOCAL); nothing of it outlives the transaction.
+SET TRANSACTION READ ONLY;
+
+-- check_server --
+-- Who and where we are, as the server sees it. inet_server_port() is the port of the
+-- server's own socket: a different port than the one we connected to means a pooler or a
+-- proxy in between (NULL over a Unix socket).
+SELECT current_user AS role, current_database() AS dbname, inet_server_port() AS server_port,
+       current_setting('server_version') AS server_version, pg_backend_pid() AS backend_pid,
+       to_regclass('feedback_backfill_alembic_version') IS NOT NULL AS ours_table,
+       has_table_privilege(to_regclass('feedback_backfill_alembic_version'), 'SELECT') AS ours_readable,
+       to_regclass('alembic_version') IS NOT NULL AS app_table,
+       has_table_privilege(to_regclass('alembic_version'), 'SELECT') AS app_readable;
+
+-- check_backend_pid --
+-- The server process of this transaction: two of our connections sharing one means
+-- transaction pooling (check.py's pool-mode probe).
+SELECT pg_backend_pid() AS backend_pid;
+
+-- check_our_version --
+-- Our Alembic revision (only asked when feedback_backfill_alembic_version exists).
+SELECT version_num FROM feedback_backfill_alembic_version;
+
+-- check_app_version --
+-- The app's own Alembic revision(s) (only asked when alembic_version exists): ours must
+-- never be there.
+SELECT version_num FROM alembic_version;
+
+-- check_privileges --
+-- What the current role may do, from the catalog (has_*_privilege), not by trying. A table
+-- that does not exist gives NULL (to_regclass is NULL; the functions are strict).
+SELECT current_user AS role,
+       has_table_privilege(to_regclass('runs'), 'SELECT') AS runs_select,
+       has_column_privilege(to_regclass('runs'), 'data', 'UPDATE') AS runs_update_data,
+       has_table_privilege(to_regclass('feedback_backfill_status'), 'SELECT') AS status_select,
+       has_table_privilege(to_regclass('feedback_backfill_status'), 'INSERT') AS status_insert,
+       has_table_privilege(to_regclass('feedback_backfill_status'), 'UPDATE') AS status_update,
+       has_table_privilege(to_regclass('feedback_backfill_status'), 'DELETE') AS status_delete,
+       has_table_privilege(to_regclass('feedback_backfill_invocations'), 'SELECT') AS invocations_select,
+       has_table_privilege(to_regclass('feedback_backfill_invocations'), 'INSERT') AS invocations_insert,
+       has_table_privilege(to_regclass('feedback_backfill_invocations'), 'UPDATE') AS invocations_update,
+       has_table_privilege(to_regclass('feedback_backfill_lease'), 'SELECT') AS lease_select,
+       has_table_privilege(to_regclass('feedback_backfill_lease'), 'INSERT') AS lease_insert,
+       has_table_privilege(to_regclass('feedback_backfill_lease'), 'UPDATE') AS lease_update;
+
+-- check_stored_size --
+-- Average size of the feedback_records we stored (jsonb, before TOAST compression) and of
+-- those rows' whole documents as stored, over a sample of up to 1000 enriched rows of the window.
+SELECT count(*)::bigint AS n,
+       avg(pg_column_size(r.data -> 'feedback_records'))::float8 AS records_bytes,
+       avg(pg_column_size(r.data))::float8 AS document_bytes
+FROM (
+    SELECT s.run_id FROM feedback_backfill_status AS s
+    WHERE s.state = 'done' AND s.run_date >= %(since)s AND s.run_date < %(until)s
+    LIMIT 1000
+) AS s
+JOIN runs AS r ON r.run_id = s.run_id;
+
+-- check_pending_size --
+-- Average stored size (pg_column_size: after TOAST compression) of the documents the run
+-- will rewrite: a sample of up to 1000 of the window's rows whose feedback_stats promise
+-- records and that lack them (runs_feedback_promised_idx's rows).
+SELECT count(*)::bigint AS n, avg(pg_column_size(r.data))::float8 AS document_bytes
+FROM (
+    SELECT r.data FROM runs AS r
+    WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+      AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+    LIMIT 1000
+) AS r;
