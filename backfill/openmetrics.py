@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .status import LEVELS, StatusReport
@@ -75,9 +76,12 @@ def _epoch(value: dt.datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+#: Adds a family to the exposition: fam(name, help, unit="", kind="gauge").
+_Fam = Callable[..., _Family]
+
+
 def families(report: StatusReport) -> list[_Family]:
     """The metric families of ``report``, in exposition order."""
-    t, d, run, lease = report.totals, report.data, report.last_run, report.lease
     fams: list[_Family] = []
 
     def fam(name: str, help_: str, unit: str = "", kind: str = "gauge") -> _Family:
@@ -85,6 +89,15 @@ def families(report: StatusReport) -> list[_Family]:
         fams.append(f)
         return f
 
+    _window(report, fam)
+    _last_run(report, fam)
+    _lease_and_alerts(report, fam)
+    return fams
+
+
+def _window(report: StatusReport, fam: _Fam) -> None:
+    """The window's rows: checkpoint states, what the data holds, per day."""
+    t, d = report.totals, report.data
     window = fam("window_info", "The window the figures cover: run_date since .. until (exclusive), projects (1).")
     window.add(
         1,
@@ -126,6 +139,10 @@ def families(report: StatusReport) -> list[_Family]:
         sum(1 for day in report.days if day.at_risk)
     )
 
+
+def _last_run(report: StatusReport, fam: _Fam) -> None:
+    """The invocations: the last run's timestamps, counts, waits; throughput and ETA."""
+    run = report.last_run
     fam("runs", "`backfill run` invocations recorded in the database.").add(report.runs_count)
     info = fam("last_run_info", "The last `backfill run`: its invocation id, state and outcome (1).")
     if run is not None:
@@ -168,6 +185,9 @@ def families(report: StatusReport) -> list[_Family]:
     tp.add(report.throughput.baseline_rows_per_s, run="baseline")
     fam("eta_seconds", "Pending rows / the last run's rows/s.", "seconds").add(report.eta.seconds)
 
+
+def _lease_and_alerts(report: StatusReport, fam: _Fam) -> None:
+    lease = report.lease
     held = fam("lease_held", "1 while a backfill command holds the database's lease (alive), else 0.")
     if lease is None:
         held.add(0, command="", hostname="", pid="")
@@ -183,7 +203,6 @@ def families(report: StatusReport) -> list[_Family]:
     alert = fam("alert", "Each alert raised (value: its measured value), by name and level.")
     for a in report.alerts:
         alert.add(a.value, name=a.name, level=a.level)
-    return fams
 
 
 def render(report: StatusReport) -> str:
