@@ -105,7 +105,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         database = Database(url)
         migrate.upgrade(database, log=True)  # Alembic's own lines, on stderr
         show("  feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease,")
-        show("  3 indexes built CONCURRENTLY, the analyst view feedback_records_v")
+        show("  6 indexes on runs built CONCURRENTLY (GIN paths, partial indexes), the analyst view feedback_records_v")
         show("")
         show(f"$ backfill run --since 14d --delay-ms {DEMO_DELAY_MS}")
         show(f"  (the spec's 1000 ms between API requests is shortened to {DEMO_DELAY_MS} ms for the demo)")
