@@ -242,19 +242,34 @@ def status_json(url: str, fake: FakeLangSmith) -> dict:
     return json.loads(out)
 
 
+class KillInThirdBatch:
+    """kill -9 a run while the API holds its third batch's request unanswered."""
+
+    def __init__(self) -> None:
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def hold(self) -> None:  # the tripwire's action, in the fake's handler thread
+        self.held.set()
+        self.release.wait(30)
+
+    def run(self, url: str, fake: FakeLangSmith) -> subprocess.Popen[str]:
+        victim = cli(url, fake)
+        try:
+            assert self.held.wait(30), "the run never reached its third batch"
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        finally:
+            self.release.set()
+        return victim
+
+
 def test_a_killed_run_blocks_the_next_one_only_until_its_lease_expires(dsn, bouncer):
     ids = seed(dsn, 50, days=1)
     before = raw_rows(dsn)
     url = bouncer.url(dsn)
-    asked, release = threading.Event(), threading.Event()
-    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[25], lambda: (asked.set(), release.wait(30)))) as fake:
-        victim = cli(url, fake)
-        try:
-            assert asked.wait(30), "the run never reached its third batch"
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(10)
-        finally:
-            release.set()
+    kill = KillInThirdBatch()
+    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[25], kill.hold)) as fake:
+        victim = kill.run(url, fake)
         killed_at = time.monotonic()
         # as if the run had been killed on another machine: its pid cannot be checked from here
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -289,15 +304,9 @@ def test_a_run_killed_on_this_host_is_taken_over_at_once(dsn, bouncer):
     ids = seed(dsn, 50, days=1)
     before = raw_rows(dsn)
     url = bouncer.url(dsn)
-    asked, release = threading.Event(), threading.Event()
-    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[25], lambda: (asked.set(), release.wait(30)))) as fake:
-        victim = cli(url, fake)
-        try:
-            assert asked.wait(30), "the run never reached its third batch"
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(10)
-        finally:
-            release.set()
+    kill = KillInThirdBatch()
+    with FakeLangSmith(api_key=KEY, feedback=tripwire(ids[25], kill.hold)) as fake:
+        kill.run(url, fake)
         killed_at = time.monotonic()
         code, err = finish(cli(url, fake))
         assert code == 0, err
