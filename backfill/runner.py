@@ -17,11 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from functools import partial
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from . import db
+from .ahead import Ahead
 from .config import Database, LangSmith
 from .errors import BackfillError, DatabaseError, Interrupted, UsageError, WrongWorkspace
 from .feedback import FAILED, Outcome, decide, promised
@@ -163,11 +165,7 @@ class Runner:
         total = self.summary.pending_at_start if o.limit is None else min(o.limit, self.summary.pending_at_start)
         bar = tqdm(total=total, disable=not o.progress, file=self.err, unit="row", dynamic_ncols=True)
         try:
-            for batch in self._requests():
-                self._batch(batch)
-                bar.update(len(batch))
-                if self.signals.stop.is_set():
-                    break
+            self._pipeline(bar)
         except Interrupted:
             pass
         except DatabaseError as exc:
@@ -186,6 +184,38 @@ class Runner:
             self.summary.stopped = True
             self.summary.interrupted_by = self.signals.signum  # None: the caller's stop, no signal
         self._finish(self.summary.outcome, None)
+
+    def _pipeline(self, bar: tqdm[Any]) -> None:
+        """Batch N is checked, patched and checkpointed while the request of batch N+1 is on the wire.
+
+        Only the fetch runs ahead (``ahead.Ahead``, one batch, the worker alone uses the
+        source); reads and writes stay on this thread. After a stop, the batch fetched ahead
+        is not written: nothing of it is marked, as nothing of a batch in flight ever was.
+        """
+        batches = self._requests()
+        current = next(batches, None)
+        pending = Ahead(partial(self._fetch, current)) if current else None
+        try:
+            while current is not None and pending is not None:
+                fetched = pending.result()
+                pending = None
+                self._check_workspace([r for r in current if r.run_id in fetched], fetched)
+                upcoming = None if self.signals.stop.is_set() else next(batches, None)
+                if upcoming is not None:
+                    pending = Ahead(partial(self._fetch, upcoming))
+                self._batch(current, fetched)
+                bar.update(len(current))
+                if self.signals.stop.is_set():
+                    break
+                current = upcoming
+        finally:
+            if pending is not None:  # stopped, or failed writing: let the worker end (its batch is dropped)
+                pending.settle(self.source.settings.timeout_s + 1)
+
+    def _fetch(self, batch: list[Row]) -> dict[str, list[dict[str, Any]] | str]:
+        """The worker's part: the records of the batch's valid rows (no database)."""
+        run_ids = [r.run_id for r in batch if invalid(r) is None]
+        return fetch_isolating(self.source, run_ids) if run_ids else {}
 
     def _requests(self) -> Iterator[list[Row]]:
         """The walk's rows regrouped by ``pack``: the rows of one request are written together.
@@ -255,7 +285,8 @@ class Runner:
             )
             self.gw.commit()
 
-    def _batch(self, batch: list[Row]) -> None:
+    def _batch(self, batch: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+        """Decide each row's outcome from what was ``fetched`` (``_fetch``), then write the batch."""
         o, source = self.options, self.source
         outcomes: dict[str, Outcome] = {}
         to_fetch: list[Row] = []
@@ -267,8 +298,6 @@ class Runner:
                 to_fetch.append(row)
         if to_fetch:
             self.summary.runs_fetched += len(to_fetch)
-            fetched = fetch_isolating(source, [r.run_id for r in to_fetch])
-            self._check_workspace(to_fetch, fetched)
             answered = [r for r in to_fetch if not isinstance(fetched[r.run_id], str)]
             self.promised += sum(_promise(r) for r in answered)
             self.received += sum(len(fetched[r.run_id]) for r in answered)
