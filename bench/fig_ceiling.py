@@ -32,7 +32,7 @@ from bench.report import Results, verdict
 # statistics on these expressions the planner takes the pending predicate to select 0.5 %
 # of the rows, whatever the truth. A database-side change; the package is not touched.
 PROPOSED_STATISTICS = (
-    "CREATE STATISTICS runs_feedback_pending_stx"
+    "CREATE STATISTICS IF NOT EXISTS runs_feedback_pending_stx"
     " ON (COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null')), (jsonb_typeof(data)) FROM runs"
 )
 
