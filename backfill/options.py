@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .config import Window
 from .errors import UsageError
+from .pack import lower_bound
 
 if TYPE_CHECKING:
     from .store import Written
@@ -73,6 +74,8 @@ class RunSummary:
     would_be_invalid: int = 0
     rate_limit_wait_s: float = 0.0  # seconds spent waiting out 429s
     outage_wait_s: float = 0.0  # seconds spent backing off failing requests and outage probes
+    runs_fetched: int = 0  # valid rows whose feedback was asked of the API
+    records_fetched: int = 0  # records the API returned for them
 
     def add(self, written: Written) -> None:
         """Count a batch the store wrote."""
@@ -82,6 +85,11 @@ class RunSummary:
         self.no_feedback += written.no_feedback
         self.skipped += written.skipped
         self.failed.update(written.failed)
+
+    @property
+    def lower_bound(self) -> int:
+        """The fewest requests that could have fetched what this invocation fetched (``pack.lower_bound``)."""
+        return lower_bound(self.runs_fetched, self.records_fetched)
 
     @property
     def exit_code(self) -> int:
@@ -111,7 +119,8 @@ class RunSummary:
                 f"  enriched     {self.enriched} row(s), {self.records} feedback record(s) stored",
                 f"  no feedback  {self.no_feedback} row(s)",
                 f"  failed       {failed} row(s)" + (f" ({by_reason})" if by_reason else ""),
-                f"  API requests {self.api_requests} ({self.api_errors} failed)",
+                f"  API requests {self.api_requests} ({self.api_errors} failed) for {self.runs_fetched} run(s)"
+                f" and {self.records_fetched} record(s); lower bound {self.lower_bound}",
             ]
             if self.rate_limit_wait_s or self.outage_wait_s:
                 out.append(

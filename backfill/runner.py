@@ -15,18 +15,21 @@ import datetime as dt
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from functools import partial
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from . import db, logs
+from .ahead import Ahead
 from .config import Database, LangSmith
 from .errors import BackfillError, DatabaseError, Interrupted, UsageError, WrongWorkspace
 from .feedback import FAILED, Outcome, decide, promised
 from .isolate import fetch_isolating
 from .options import RunOptions, RunSummary
+from .pack import pack, scaled
 from .signals import Signals, handling
 from .source import FeedbackSource, canonical_run_id
 from .store import ApiCounts, write
@@ -108,6 +111,11 @@ def _dry_run(
                 listing(row.run_id, row.run_date, f"invalid ({bad.reason})" if bad else "fetch")
 
 
+def _promise(row: Row) -> int:
+    """What the row's feedback_stats promise; an invalid row is never asked, so it promises nothing."""
+    return 0 if invalid(row) is not None else promised(row.feedback_stats)
+
+
 class Runner:
     """One invocation under the database's lease: its gateway, source, lease, options, summary and signals.
 
@@ -144,6 +152,8 @@ class Runner:
             rate_limit_first_s=options.rate_limit_first_s,
         )
         self.refetch_since: dt.datetime | None = None
+        # records promised by the runs fetched so far, and received for them (``pack.scaled``)
+        self.promised = self.received = 0
 
     def run(self) -> None:
         """Start the invocation row, walk the batches, finish the row (whatever stopped the walk)."""
@@ -155,11 +165,7 @@ class Runner:
         total = self.summary.pending_at_start if o.limit is None else min(o.limit, self.summary.pending_at_start)
         bar = tqdm(total=total, disable=not o.progress, file=self.err, unit="row", dynamic_ncols=True)
         try:
-            for batch in walk(self.gw, o, self.refetch_since):
-                self._batch(batch)
-                bar.update(len(batch))
-                if self.signals.stop.is_set():
-                    break
+            self._pipeline(bar)
         except Interrupted:
             pass
         except DatabaseError as exc:
@@ -178,6 +184,63 @@ class Runner:
             self.summary.stopped = True
             self.summary.interrupted_by = self.signals.signum  # None: the caller's stop, no signal
         self._finish(self.summary.outcome, None)
+
+    def _pipeline(self, bar: tqdm[Any]) -> None:
+        """Batch N is checked, patched and checkpointed while the request of batch N+1 is on the wire.
+
+        Only the fetch runs ahead (``ahead.Ahead``, one batch, the worker alone uses the
+        source); reads and writes stay on this thread. After a stop, the batch fetched ahead
+        is not written: nothing of it is marked, as nothing of a batch in flight ever was.
+        """
+        batches = self._requests()
+        current = next(batches, None)
+        pending = Ahead(partial(self._fetch, current)) if current else None
+        try:
+            while current is not None and pending is not None:
+                fetched = pending.result()
+                pending = None
+                self._check_workspace([r for r in current if r.run_id in fetched], fetched)
+                upcoming = None if self.signals.stop.is_set() else next(batches, None)
+                if upcoming is not None:
+                    pending = Ahead(partial(self._fetch, upcoming))
+                self._batch(current, fetched)
+                bar.update(len(current))
+                if self.signals.stop.is_set():
+                    break
+                current = upcoming
+        finally:
+            if pending is not None:  # stopped, or failed writing: let the worker end (its batch is dropped)
+                pending.settle(self.source.settings.timeout_s + 1)
+
+    def _fetch(self, batch: list[Row]) -> dict[str, list[dict[str, Any]] | str]:
+        """The worker's part: the records of the batch's valid rows (no database)."""
+        run_ids = [r.run_id for r in batch if invalid(r) is None]
+        return fetch_isolating(self.source, run_ids) if run_ids else {}
+
+    def _requests(self) -> Iterator[list[Row]]:
+        """The walk's rows regrouped by ``pack``: the rows of one request are written together.
+
+        A request is sent once it is closed (the next run promising records did not fit, or it
+        names its most ids); the last, open one waits for the walk's next rows. At most one
+        request's rows are held over between reads.
+        """
+        held: list[Row] = []
+        for batch in walk(self.gw, self.options, self.refetch_since):
+            held += batch
+            most = min(self.source.max_ids, self.options.batch_size)
+            sizes = pack(self._promises(held), most)
+            if sizes and sizes[-1] < most:
+                sizes.pop()  # still open
+            for size in sizes:
+                yield held[:size]
+                held = held[size:]
+        for size in pack(self._promises(held), min(self.source.max_ids, self.options.batch_size)):
+            yield held[:size]
+            held = held[size:]
+
+    def _promises(self, rows: list[Row]) -> list[float]:
+        factor = scaled(self.promised, self.received)
+        return [_promise(r) * factor for r in rows]
 
     def _start(self) -> None:
         o, summary = self.options, self.summary
@@ -214,6 +277,7 @@ class Runner:
         s.api_requests, s.api_errors = src.requests_sent, src.requests_failed
         s.dropped = src.stray + src.duplicates
         s.rate_limit_wait_s, s.outage_wait_s = src.rate_limit_wait, src.outage_wait
+        s.records_fetched = src.records_received
         left = src.unrecorded()
         # The connection may be gone (that may be why we are here): then the invocation row
         # simply stays unfinished, as after a kill; the lease is released by its own connection.
@@ -233,7 +297,8 @@ class Runner:
             )
             self.gw.commit()
 
-    def _batch(self, batch: list[Row]) -> None:
+    def _batch(self, batch: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+        """Decide each row's outcome from what was ``fetched`` (``_fetch``), then write the batch."""
         o, source = self.options, self.source
         outcomes: dict[str, Outcome] = {}
         to_fetch: list[Row] = []
@@ -244,8 +309,10 @@ class Runner:
             else:
                 to_fetch.append(row)
         if to_fetch:
-            fetched = fetch_isolating(source, [r.run_id for r in to_fetch])
-            self._check_workspace(to_fetch, fetched)
+            self.summary.runs_fetched += len(to_fetch)
+            answered = [r for r in to_fetch if not isinstance(fetched[r.run_id], str)]
+            self.promised += sum(_promise(r) for r in answered)
+            self.received += sum(len(fetched[r.run_id]) for r in answered)
             for row in to_fetch:
                 got = fetched[row.run_id]
                 last_attempt = row.attempts + 1 >= o.max_attempts

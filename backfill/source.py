@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 from .classify import NotAnArray, classify, response_in_chain
 from .config import LangSmith
 from .errors import ApiAuthError, ApiUnavailable, Interrupted
+from .pack import MAX_IDS
 
 #: How often a request on the wire looks whether a second signal abandoned it.
 ABANDON_POLL_S = 0.05
@@ -186,7 +187,8 @@ class FeedbackSource:
     duplicates: int = 0  # records dropped: an id already seen in this fetch
     rate_limit_wait: float = 0.0  # seconds waited on 429s, this invocation
     outage_wait: float = 0.0  # seconds waited on failing requests and outage probes
-    max_ids: int = 1000  # run ids per request; lowered by a 414/431
+    max_ids: int = MAX_IDS  # run ids per request (the API's limit); lowered by a 414/431
+    records_received: int = 0  # records kept from the API's answers (the lower bound counts them)
     last_success: int = 0  # ``requests_sent`` when the latest request succeeded
     answered: bool = False  # any HTTP answer at all yet (else a connection failure is a bad endpoint)
     #: (requests, errors, rate-limit wait, outage wait) already added to the invocation row
@@ -265,6 +267,7 @@ class FeedbackSource:
                     continue
                 seen.add(key)
                 new += 1
+                self.records_received += 1
                 out[owner].append(rec)
             if len(page) < PAGE_LIMIT:
                 self._known_good = asked[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -16,11 +18,20 @@ from backfill.sandbox import app_schema, synthetic
 from bench.harness import DAYS, SINCE
 
 
-def build_documents(url: str, rows: int, sizes: tuple[int, int], seed: str) -> None:
+def build_documents(
+    url: str,
+    rows: int,
+    sizes: tuple[int, int],
+    seed: str,
+    feedback: Callable[[str], list[dict[str, Any]]] | None = None,
+    stats: str = "accurate",
+) -> None:
     """The app's schema and ``rows`` synthetic runs (backfill.sandbox.synthetic) by COPY, as demo.build_archive.
 
     Document sizes are spread uniformly over ``sizes`` (bytes of JSON); a third of the runs
     have feedback (and a feedback_stats that counts it). Row i is on run_date SINCE + i*DAYS/rows.
+    With ``feedback`` (the fake's, e.g. fake_server.dense_feedback), feedback_stats count its
+    records: ``accurate``ly, not at all (``zero``) or three times over (``overstated``).
     """
     with psycopg.connect(url) as conn:
         conn.execute(app_schema().encode())
@@ -30,6 +41,9 @@ def build_documents(url: str, rows: int, sizes: tuple[int, int], seed: str) -> N
                 run_date = SINCE + dt.timedelta(days=i * DAYS // rows)
                 size = random.Random(f"{seed}:{i}").randint(*sizes)
                 doc = synthetic.run_document(run_id, run_id, f"proj-{i % 3}", run_date, size)
+                if feedback is not None:
+                    times = {"accurate": 1, "zero": 0, "overstated": 3}[stats]
+                    doc["feedback_stats"] = synthetic.feedback_stats_for(feedback(run_id) * times)
                 copy.write_row((run_id, run_id, doc["project"], run_date, Jsonb(doc)))
         conn.execute("ALTER TABLE runs SET (autovacuum_enabled = false)")  # see SERVER_SETTINGS
 
