@@ -19,7 +19,6 @@ back; the API probe is GET /feedback only. Exit code: 0 without FAIL, 1 with any
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import uuid
@@ -28,13 +27,14 @@ from typing import Any
 
 import psycopg
 
-from . import db, migrate
+from . import db, migrate, walk
 from .check_report import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
 from .config import Database, LangSmith, Window
 from .errors import ApiAuthError, BackfillError
 from .runner import EMPTY_RATIO, PROBE_RUNS, RunOptions
 from .source import BatchFailed, FeedbackSource, UrlTooLong, canonical_run_id
 from .status import AT_RISK_AGE_DAYS, status
+from .status_render import duration
 
 
 def check(
@@ -314,12 +314,8 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     gw = db.connect(database)
     try:
         # what `backfill run` will visit (its progress bar's total), a day at a time
-        params = {**where, "max_attempts": options.max_attempts, "refetch_since": None, "replace_extractor": False}
-        pending = 0
-        day = w.since
-        while day < w.until:
-            pending += _read(gw, "count_pending", {**params, "day": day})[0]["pending"]
-            day += dt.timedelta(days=1)
+        params = {**where, **walk.query_params(options)}
+        pending = sum(_read(gw, "count_pending", {**params, "day": day})[0]["pending"] for day in walk.days(w))
         stored = _read(gw, "check_stored_size", where)[0]
         lacking = _read(gw, "check_pending_size", where)[0]
     finally:
@@ -347,8 +343,8 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     report.add(
         "duration",
         OK,
-        f"at least {_duration(seconds)} at --delay-ms {options.delay_ms} (one request per delay; the API's answer"
-        " times, 429s and outages add)",
+        f"at least {duration(seconds, minutes_past_a_day=True)} at --delay-ms {options.delay_ms}"
+        " (one request per delay; the API's answer times, 429s and outages add)",
         seconds=seconds,
     )
     # The size of what is added: our stored records if any, else what the probe fetched.
@@ -395,15 +391,3 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"  # pragma: no cover
-
-
-def _duration(seconds: float) -> str:
-    s = max(int(round(seconds)), 0)
-    d, rest = divmod(s, 86400)
-    h, rest = divmod(rest, 3600)
-    m, sec = divmod(rest, 60)
-    if d:
-        return f"{d}d {h}h {m:02d}m"
-    if h:
-        return f"{h}h {m:02d}m"
-    return f"{m}m {sec:02d}s" if m else f"{sec}s"

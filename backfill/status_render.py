@@ -134,7 +134,7 @@ def _run_lines(self: StatusReport) -> list[str]:
             out.append(f"  a run is starting (pid {self.runner_pid} holds the lease)")
     else:
         if run.state == "running":
-            ago = _duration((self.as_of - run.heartbeat_at).total_seconds())
+            ago = duration((self.as_of - run.heartbeat_at).total_seconds())
             out.append(f"  last run #{run.id}: running (pid {self.runner_pid}), last heartbeat {ago} ago")
         elif run.state == "unfinished":
             out.append(f"  last run #{run.id}: stopped without finishing (killed?)")
@@ -144,17 +144,17 @@ def _run_lines(self: StatusReport) -> list[str]:
                 out.append(f"  a new run is starting (pid {self.runner_pid} holds the lease)")
         rate = "-" if run.rows_per_s is None else f"{run.rows_per_s:.2f}"
         out += [
-            f"    started {_ts(run.started_at)}, {_duration(run.elapsed.total_seconds())} so far"
+            f"    started {_ts(run.started_at)}, {duration(run.elapsed.total_seconds())} so far"
             if run.state == "running"
-            else f"    started {_ts(run.started_at)}, ran {_duration(run.elapsed.total_seconds())}"
+            else f"    started {_ts(run.started_at)}, ran {duration(run.elapsed.total_seconds())}"
             + ("" if run.finished_at else " up to its last heartbeat"),
             f"    examined {run.rows_examined:,} rows: {rate} rows/s; {run.records_stored:,} records stored",
             f"    API {run.api_requests:,} requests, {run.api_errors:,} failed ({_pct(run.api_error_rate)} error rate)",
         ]
         if run.rate_limit_wait_s or run.outage_wait_s:
             out.append(
-                f"    waited {_duration(run.rate_limit_wait_s)} on rate limits (429),"
-                f" {_duration(run.outage_wait_s)} on API failures and outages"
+                f"    waited {duration(run.rate_limit_wait_s)} on rate limits (429),"
+                f" {duration(run.outage_wait_s)} on API failures and outages"
             )
         if run.message:
             out.append(f"    message: {run.message[:66]}")
@@ -163,13 +163,13 @@ def _run_lines(self: StatusReport) -> list[str]:
     eta = self.eta
     if eta.pending:
         at = (
-            f"{_duration(eta.seconds)} at {eta.rows_per_s:.2f} rows/s"
+            f"{duration(eta.seconds)} at {eta.rows_per_s:.2f} rows/s"
             if eta.seconds is not None and eta.rows_per_s
             else "unknown (no measured throughput)"
         )
         out += [
             f"  ETA for {eta.pending:,} pending rows: {at}",
-            f"    floor {_duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms} --batch-size {eta.batch_size}",
+            f"    floor {duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms} --batch-size {eta.batch_size}",
         ]
     else:
         out.append("  ETA: no pending rows")
@@ -254,14 +254,14 @@ def to_json(self: StatusReport) -> dict[str, Any]:
 def lease_lines(self: LeaseInfo, as_of: dt.datetime) -> list[str]:
     who = f"    by `backfill {self.command}` on {self.hostname[:30]} (pid {self.pid})"
     if self.state == "held":
-        beat = _duration((as_of - self.heartbeat_at).total_seconds())
-        left = _duration((self.expires_at - as_of).total_seconds())
+        beat = duration((as_of - self.heartbeat_at).total_seconds())
+        left = duration((self.expires_at - as_of).total_seconds())
         return [
             f"  lease: held, alive (heartbeat {beat} ago, expires in {left})",
             f"{who} since {_ts(self.acquired_at)[11:]}",
         ]
     if self.state == "expired":
-        ago = _duration((as_of - self.expires_at).total_seconds())
+        ago = duration((as_of - self.expires_at).total_seconds())
         return [f"  lease: free, expired {ago} ago without a release (holder killed?)", f"{who}"]
     return [f"  lease: free, released {_ts(self.expires_at)}", f"{who}"]
 
@@ -372,7 +372,8 @@ def _ts(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None, *, minutes_past_a_day: bool = False) -> str:
+    """``1d 2h`` (``1d 2h 03m`` with ``minutes_past_a_day``), ``2h 05m``, ``3m 07s``, ``9s``; ``-`` for None."""
     if seconds is None:
         return "-"
     s = max(int(round(seconds)), 0)
@@ -380,7 +381,7 @@ def _duration(seconds: float | None) -> str:
     h, rest = divmod(rest, 3600)
     m, sec = divmod(rest, 60)
     if d:
-        return f"{d}d {h}h"
+        return f"{d}d {h}h {m:02d}m" if minutes_past_a_day else f"{d}d {h}h"
     if h:
         return f"{h}h {m:02d}m"
     if m:

@@ -31,7 +31,8 @@ class Row:
     attempts: int = 0
 
 
-def _params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
+def query_params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
+    """The parameters the walk's queries share (count_pending, walk_batch and their refetch twins)."""
     return {
         "projects": list(options.window.projects) or None,
         "max_attempts": options.max_attempts,
@@ -40,7 +41,8 @@ def _params(options: RunOptions, refetch_since: dt.datetime | None = None) -> di
     }
 
 
-def _days(window: Window) -> Iterator[dt.date]:
+def days(window: Window) -> Iterator[dt.date]:
+    """The window's run_dates, oldest first: the walk and its counts go a day at a time."""
     day = window.since
     while day < window.until:
         yield day
@@ -50,9 +52,9 @@ def _days(window: Window) -> Iterator[dt.date]:
 def count_pending(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> int:
     """How many rows the walk will visit (the progress bar's total), counted a day at a time."""
     query = "count_refetch" if options.refetch else "count_pending"
-    params = _params(options, refetch_since)
+    params = query_params(options, refetch_since)
     pending = 0
-    for day in _days(options.window):
+    for day in days(options.window):
         pending += gw.one(query, {**params, "day": day})["pending"]
         gw.commit()
     return pending
@@ -64,11 +66,11 @@ def walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None 
     A batch may span days, so that small days still fill API requests. Each read commits at
     once: no transaction stays open while the batch is fetched.
     """
-    params = _params(options, refetch_since)
+    params = query_params(options, refetch_since)
     query = "walk_refetch" if options.refetch else "walk_batch"
     left = options.limit if options.limit is not None else -1  # -1: no limit
     batch: list[Row] = []
-    for day in _days(options.window):
+    for day in days(options.window):
         after_id = 0
         while left != 0:
             want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
