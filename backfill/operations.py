@@ -243,14 +243,14 @@ def _require_owner(gw: db.Gateway, command: str, revert: bool) -> None:
     sql/grants.sql gives the runner role no DELETE on purpose: reset and revert forget
     checkpoint rows, and granting DELETE to make them work would widen every `backfill run`.
     """
-    got = gw.one("owner_privileges")
+    got = gw.one("check_privileges")
     gw.commit()
     missing = [
         what
         for what, ok in (
-            ("DELETE on feedback_backfill_status", got["delete_status"]),
-            ("UPDATE (data) on runs", got["update_runs"] or not revert),
-            ("INSERT, UPDATE on feedback_backfill_lease", got["write_lease"]),
+            ("DELETE on feedback_backfill_status", got["status_delete"]),
+            ("UPDATE (data) on runs", got["runs_update_data"] or not revert),
+            ("INSERT, UPDATE on feedback_backfill_lease", got["lease_insert"] and got["lease_update"]),
         )
         if not ok
     ]

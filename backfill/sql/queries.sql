@@ -72,14 +72,6 @@ SELECT l.holder, l.command, l.hostname, l.pid, l.acquired_at,
 FROM feedback_backfill_lease AS l
 WHERE l.name = %(name)s;
 
--- owner_privileges --
--- Does the current role have what `revert`/`reset` need (they delete checkpoint rows, which
--- sql/grants.sql deliberately does not grant the runner role)? Asked before anything changes.
-SELECT current_user AS role,
-       has_table_privilege('feedback_backfill_status', 'DELETE') AS delete_status,
-       has_column_privilege('runs', 'data', 'UPDATE') AS update_runs,
-       has_table_privilege('feedback_backfill_lease', 'INSERT, UPDATE') AS write_lease;
-
 -- count_pending --
 -- How many rows of one day of the window the walk will visit (progress bar, --dry-run).
 SELECT count(*) AS pending
@@ -638,7 +630,9 @@ SELECT version_num FROM alembic_version;
 
 -- check_privileges --
 -- What the current role may do, from the catalog (has_*_privilege), not by trying. A table
--- that does not exist gives NULL (to_regclass is NULL; the functions are strict).
+-- that does not exist gives NULL (to_regclass is NULL; the functions are strict). Also asked
+-- by `revert`/`reset` before anything changes: they delete checkpoint rows, which
+-- sql/grants.sql deliberately does not grant the runner role.
 SELECT current_user AS role,
        has_table_privilege(to_regclass('runs'), 'SELECT') AS runs_select,
        has_column_privilege(to_regclass('runs'), 'data', 'UPDATE') AS runs_update_data,
