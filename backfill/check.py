@@ -23,6 +23,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -314,8 +315,7 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     gw = db.connect(database)
     try:
         # what `backfill run` will visit (its progress bar's total), a day at a time
-        params = {**where, **walk.query_params(options)}
-        pending = sum(_read(gw, "count_pending", {**params, "day": day})[0]["pending"] for day in walk.days(w))
+        pending = walk.count_pending(gw, options, read=partial(_read, gw))
         stored = _read(gw, "check_stored_size", where)[0]
         lacking = _read(gw, "check_pending_size", where)[0]
     finally:

@@ -24,6 +24,9 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("lease_select", "SELECT on feedback_backfill_lease"),
         ("lease_insert", "INSERT on feedback_backfill_lease"),
         ("lease_update", "UPDATE on feedback_backfill_lease"),
+        ("settled_select", "SELECT on feedback_backfill_settled"),
+        ("settled_insert", "INSERT on feedback_backfill_settled"),
+        ("settled_update", "UPDATE on feedback_backfill_settled"),
     ],
     "status": [
         ("runs_select", "SELECT on runs"),
@@ -44,6 +47,7 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("runs_update_data", "UPDATE (data) on runs"),
         ("status_select", "SELECT on feedback_backfill_status"),
         ("status_delete", "DELETE on feedback_backfill_status"),
+        ("settled_delete", "DELETE on feedback_backfill_settled"),
         ("lease_insert", "INSERT on feedback_backfill_lease"),
         ("lease_update", "UPDATE on feedback_backfill_lease"),
     ],

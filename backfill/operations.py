@@ -222,6 +222,10 @@ def _by_day(database: Database, window: Window, dry_run: bool, count: str, keep_
         _require_owner(gw, "revert" if revert else "reset", revert)
         # Under the lease: a concurrent `backfill run` would re-patch what we remove.
         with db.holding(gw, "revert" if revert else "reset"):
+            # the marks first: rows whose checkpoint goes (or that lack records again) below
+            # a mark would not be walked again; a kill after this only costs a full walk
+            with gw.transaction():
+                gw.execute("unsettle", params)
             days = [r["run_date"] for r in gw.execute("ledger_days", params)]
             gw.commit()
             change = Change(0)
@@ -249,6 +253,7 @@ def _require_owner(gw: db.Gateway, command: str, revert: bool) -> None:
         what
         for what, ok in (
             ("DELETE on feedback_backfill_status", got["status_delete"]),
+            ("DELETE on feedback_backfill_settled", got["settled_delete"]),
             ("UPDATE (data) on runs", got["runs_update_data"] or not revert),
             ("INSERT, UPDATE on feedback_backfill_lease", got["lease_insert"] and got["lease_update"]),
         )

@@ -30,6 +30,7 @@ from .feedback import FAILED, Outcome, decide, promised
 from .isolate import fetch_isolating
 from .options import RunOptions, RunSummary
 from .pack import pack, scaled
+from .settle import Settling, horizon
 from .signals import Signals, handling
 from .source import FeedbackSource, canonical_run_id
 from .store import ApiCounts, write
@@ -154,6 +155,7 @@ class Runner:
         self.refetch_since: dt.datetime | None = None
         # records promised by the runs fetched so far, and received for them (``pack.scaled``)
         self.promised = self.received = 0
+        self.settling = Settling()  # the days this walk may mark settled (``settle``)
 
     def run(self) -> None:
         """Start the invocation row, walk the batches, finish the row (whatever stopped the walk)."""
@@ -225,7 +227,7 @@ class Runner:
         request's rows are held over between reads.
         """
         held: list[Row] = []
-        for batch in walk(self.gw, self.options, self.refetch_since):
+        for batch in walk(self.gw, self.options, self.refetch_since, self.settling):
             held += batch
             most = min(self.source.max_ids, self.options.batch_size)
             sizes = pack(self._promises(held), most)
@@ -245,6 +247,7 @@ class Runner:
     def _start(self) -> None:
         o, summary = self.options, self.summary
         self.refetch_since = refetch_since(self.gw) if o.refetch else None
+        self.settling = horizon(self.gw, o)
         summary.pending_at_start = count_pending(self.gw, o, self.refetch_since)
         params = {
             **{k: v for k, v in asdict(o).items() if k not in ("window", "dry_run", "progress")},
@@ -334,6 +337,8 @@ class Runner:
         )
         source.record(delta)
         self.summary.add(written)
+        ready = self.settling.written((r.run_date for r in batch), skipped=written.skipped > 0)
+        self.settling.mark(self.gw, ready, self.summary.invocation_id)
 
     def _check_workspace(self, rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
         """Stop (``WrongWorkspace``) if the API key is not the workspace the runs came from.

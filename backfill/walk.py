@@ -8,7 +8,7 @@ call, and where a --refetch pass starts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,11 @@ from . import db
 from .config import Window
 from .feedback import INVALID, Outcome
 from .options import RunOptions
+from .settle import Settling, closed
 from .source import canonical_run_id
+
+#: Runs a named query with its parameters and returns its rows (``committing``, check's read-only ``_read``).
+Read = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
 
 
 @dataclass
@@ -49,44 +53,90 @@ def days(window: Window) -> Iterator[dt.date]:
         day += dt.timedelta(days=1)
 
 
-def count_pending(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> int:
-    """How many rows the walk will visit (the progress bar's total), counted a day at a time."""
-    query = "count_refetch" if options.refetch else "count_pending"
+def marks(read: Read, window: Window) -> dict[dt.date, int]:
+    """The window's settled marks: day -> the id up to which a complete walk checkpointed it."""
+    rows = read("settled_marks", {"since": window.since, "until": window.until})
+    return {r["run_date"]: r["id_bound"] for r in rows}
+
+
+def committing(gw: db.Gateway) -> Read:
+    """Run a named query in a transaction of its own (committed at once); return its rows."""
+
+    def read(name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = gw.execute(name, params)
+        gw.commit()
+        return rows
+
+    return read
+
+
+def count_pending(
+    gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None, read: Read | None = None
+) -> int:
+    """How many rows the walk will visit (the progress bar's total), counted a day at a time.
+
+    ``read`` runs each query (default: its own committed transaction; `backfill check`
+    passes a read-only one). The same marks and queries as the walk: exactly its rows.
+    """
+    read = read or committing(gw)
     params = query_params(options, refetch_since)
+    if options.refetch:
+        return sum(read("count_refetch", {**params, "day": day})[0]["pending"] for day in days(options.window))
+    settled = marks(read, options.window)
     pending = 0
     for day in days(options.window):
-        pending += gw.one(query, {**params, "day": day})["pending"]
-        gw.commit()
+        mark = settled.get(day, 0)
+        if mark:
+            pending += read("count_settled", {**params, "day": day, "mark": mark})[0]["pending"]
+        pending += read("count_pending", {**params, "day": day, "mark": mark})[0]["pending"]
     return pending
 
 
-def walk(gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None) -> Iterator[list[Row]]:
+def walk(
+    gw: db.Gateway,
+    options: RunOptions,
+    refetch_since: dt.datetime | None = None,
+    settling: Settling | None = None,
+) -> Iterator[list[Row]]:
     """Batches of rows to examine: the window's days in order, keyset on id within a day.
 
     A batch may span days, so that small days still fill API requests. Each read commits at
-    once: no transaction stays open while the batch is fetched.
+    once: no transaction stays open while the batch is fetched. On a settled day the rows at
+    or below its mark come from walk_settled, the rest from walk_batch. ``settling`` hears
+    of each row read and of each day read to its end (``settle``).
     """
     params = query_params(options, refetch_since)
-    query = "walk_refetch" if options.refetch else "walk_batch"
+    settling = settling or Settling()
+    settled = {} if options.refetch else marks(committing(gw), options.window)
+    phases = ["walk_refetch"] if options.refetch else ["walk_settled", "walk_batch"]
     left = options.limit if options.limit is not None else -1  # -1: no limit
     batch: list[Row] = []
     for day in days(options.window):
+        complete = closed(gw, settling)  # before the day's first read
+        mark = settled.get(day, 0)
         after_id = 0
-        while left != 0:
-            want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
-            rows = gw.execute(query, {**params, "day": day, "after_id": after_id, "batch_size": want})
-            gw.commit()
-            batch += [Row(**r) for r in rows]
-            if rows:
-                after_id = rows[-1]["id"]
-                left = left - len(rows) if left > 0 else left
-            if len(batch) == options.batch_size or left == 0:
-                yield batch
-                batch = []
-            if len(rows) < want:
-                break  # this day is done
+        for query in phases:
+            if query == "walk_settled" and not mark:
+                continue
+            if query == "walk_batch":
+                after_id = max(after_id, mark)
+            while left != 0:
+                want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
+                rows = gw.execute(query, {**params, "day": day, "after_id": after_id, "mark": mark, "batch_size": want})
+                gw.commit()
+                settling.read(day, len(rows))
+                batch += [Row(**r) for r in rows]
+                if rows:
+                    after_id = rows[-1]["id"]
+                    left = left - len(rows) if left > 0 else left
+                if len(batch) == options.batch_size or left == 0:
+                    yield batch
+                    batch = []
+                if len(rows) < want:
+                    break  # this phase of the day is done
         if left == 0:
             break
+        settling.end(day, complete)
     if batch:
         yield batch
 

@@ -74,11 +74,15 @@ FROM generate_series(1, %(rows)s) AS i,
                      %(since)s::date + ((i - 1)::bigint * %(days)s / %(rows)s)::int AS d) AS x
 """
 
-# Layout "checkpointed": the examined rows without feedback are in the checkpoint as
-# no_feedback (what `backfill run` leaves behind), not marked in the row.
+# Layout "checkpointed": the examined rows are in the checkpoint as `backfill run` leaves
+# them: without feedback as no_feedback (not marked in the row), enriched ones as done with
+# the ledger of what was written (records_md5, row_id).
 FILL_NO_FEEDBACK = """
-INSERT INTO feedback_backfill_status (run_id, run_date, state, attempts)
-SELECT run_id, run_date, 'no_feedback', 1 FROM runs WHERE id <= %(examined)s AND id %% 3 <> 0
+INSERT INTO feedback_backfill_status (run_id, run_date, state, attempts, records, prior, records_md5, row_id)
+SELECT run_id, run_date, CASE WHEN id %% 3 = 0 THEN 'done' ELSE 'no_feedback' END, 1,
+       CASE WHEN id %% 3 = 0 THEN 1 ELSE 0 END, CASE WHEN id %% 3 = 0 THEN 'absent' END,
+       CASE WHEN id %% 3 = 0 THEN md5((data -> 'feedback_records')::text) END, id
+FROM runs WHERE id <= %(examined)s
 """
 
 

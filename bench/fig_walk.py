@@ -1,7 +1,9 @@
 """Figure 3, walk cost: walk_batch per batch on 100 k vs 1 M rows, 90 % already examined.
 
 Two layouts of the examined rows: marked in the row (feedback_records = []) or left in the
-checkpoint as no_feedback. ``next_invocation`` also measures figure 2's archive once backfilled.
+checkpoint as no_feedback (the enriched ones in its ledger). Either way an earlier, complete
+run has walked them, and the other 10 % were archived after it (``settled_before``).
+``next_invocation`` also measures figure 2's archive once backfilled.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import psycopg
 
 import backfill
 from backfill import db, migrate
-from backfill.config import Database, Window
+from backfill.config import Database, LangSmith, Window
 from backfill.sql import QUERIES
 from backfill.walk import count_pending, walk
 from bench.builders import FILL_NO_FEEDBACK, build_small, vacuum
@@ -63,8 +65,27 @@ def next_invocation(url: str) -> tuple[float, float, int]:
         gw.close()
 
 
+def settled_before(url: str, examined: int) -> None:
+    """The examined rows as an earlier, complete `backfill run` left them, the rest archived after it.
+
+    The rows not yet examined (ids above ``examined``, the newest days) are set aside, a
+    real ``backfill.run`` walks the window (it finds nothing to fetch: no request), and the
+    rows come back with their ids: what the next invocation meets after a day's archiving.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_later AS SELECT * FROM runs WHERE id > %(n)s", {"n": examined})
+        conn.execute("DELETE FROM runs WHERE id > %(n)s", {"n": examined})
+    vacuum(url, table="")
+    # no row to fetch, so no request is sent: the endpoint is never reached
+    done = backfill.run(Database(url), LangSmith(api_key="bench", endpoint="http://127.0.0.1:9"), WALK_OPTIONS)
+    assert done.examined == 0, done
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO runs SELECT * FROM bench_later")
+        conn.execute("DROP TABLE bench_later")
+
+
 def explain_walk(url: str) -> str:
-    """EXPLAIN of walk_batch on the window's first day, first batch."""
+    """EXPLAIN of the first day's reads, first batch: walk_settled below its mark (if any), walk_batch above."""
     params = {
         "day": SINCE,
         "projects": None,
@@ -73,9 +94,23 @@ def explain_walk(url: str) -> str:
         "after_id": 0,
         "batch_size": BATCH,
     }
+    plans = []
     with psycopg.connect(url, autocommit=True) as conn:
-        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['walk_batch']}", params).fetchall()
-    return "\n".join(r[0] for r in plan)
+        marked = conn.execute("SELECT to_regclass('feedback_backfill_settled') IS NOT NULL").fetchone()
+        mark = (
+            marked
+            and marked[0]
+            and conn.execute("SELECT id_bound FROM feedback_backfill_settled WHERE run_date = %s", (SINCE,)).fetchone()
+        )
+        params["mark"] = mark[0] if mark else 0
+        if mark:
+            plans.append(("walk_settled", params))
+        plans.append(("walk_batch", {**params, "after_id": params["mark"]}))
+        text = []
+        for name, p in plans:
+            rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES[name]}", p).fetchall()
+            text.append(f"-- {name}\n" + "\n".join(r[0] for r in rows))
+    return "\n\n".join(text)
 
 
 def figure_walk(server: Server, size: dict[str, Any], res: Results) -> None:
@@ -100,6 +135,7 @@ def _walk_layout(server: Server, res: Results, layout: str, rows: int, explain: 
     if layout == "checkpointed":
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(FILL_NO_FEEDBACK, {"examined": rows * 9 // 10})
+    settled_before(url, rows * 9 // 10)
     vacuum(url, table="")  # the steady state: everything analyzed
     walked = walk_all(url)
     if explain:

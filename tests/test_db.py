@@ -47,7 +47,12 @@ def tables(dsn: str) -> set[str]:
     return {r[0] for r in rows} - {"feedback_backfill_alembic_version"}
 
 
-OURS = {"feedback_backfill_status", "feedback_backfill_invocations", "feedback_backfill_lease"}
+OURS = {
+    "feedback_backfill_status",
+    "feedback_backfill_invocations",
+    "feedback_backfill_lease",
+    "feedback_backfill_settled",
+}
 
 
 def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
@@ -59,7 +64,7 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
     assert tables(app_dsn) == OURS
-    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0005 (head)"
+    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0006 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
@@ -83,7 +88,7 @@ def test_sql_output_is_the_checkouts_and_the_shipped_schema(tmp_path):
     assert up.stdout == backfill("db", "schema", cwd=tmp_path).stdout == (ROOT / "sql" / "schema.sql").read_text()
     down = backfill("db", "downgrade", "base", "--sql", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout == alembic("downgrade", "fb0005:base", "--sql").stdout
+    assert down.stdout == alembic("downgrade", "fb0006:base", "--sql").stdout
     assert "DROP TABLE feedback_backfill_lease" in down.stdout
 
 
@@ -91,7 +96,7 @@ def test_history_lists_the_revisions(tmp_path):
     out = backfill("db", "history", cwd=tmp_path)
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("fb0004 -> fb0005 (feedback_backfill) (head), ")
+    assert lines[0].startswith("fb0005 -> fb0006 (feedback_backfill) (head), ")
     assert lines[-1].startswith("<base> -> fb0001 ")
 
 
@@ -129,11 +134,14 @@ def runner_role(dsn: str):
             conn.execute("DROP ROLE backfill_runner")
 
 
+OWNER_DELETES = "DELETE on feedback_backfill_status and DELETE on feedback_backfill_settled"
+
+
 @pytest.mark.parametrize(
     ("command", "needs"),
     [
-        (["revert", "--all", "--yes"], "DELETE on feedback_backfill_status"),
-        (["reset", "--since", "14d", "--yes"], "DELETE on feedback_backfill_status"),
+        (["revert", "--all", "--yes"], OWNER_DELETES),
+        (["reset", "--since", "14d", "--yes"], OWNER_DELETES),
     ],
 )
 def test_owner_commands_as_the_runner_role_say_so_and_change_nothing(dsn, runner_role, command, needs):

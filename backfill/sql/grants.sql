@@ -13,6 +13,8 @@ GRANT UPDATE (data) ON runs TO :"role";
 -- our checkpoint tables: insert and update, never delete (revert/reset are run by the owner)
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_status TO :"role";
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_invocations TO :"role";
+-- the settled marks (fb0006): written by `backfill run`, deleted only by reset/revert
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_settled TO :"role";
 
 -- the lease (one writer at a time): taken (INSERT ... ON CONFLICT DO UPDATE), renewed and
 -- released (UPDATE); the row stays, so no DELETE either

@@ -6,7 +6,8 @@
 -- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run.)
 SELECT to_regclass('feedback_backfill_status') IS NOT NULL
    AND to_regclass('feedback_backfill_invocations') IS NOT NULL
-   AND to_regclass('feedback_backfill_lease') IS NOT NULL AS migrated;
+   AND to_regclass('feedback_backfill_lease') IS NOT NULL
+   AND to_regclass('feedback_backfill_settled') IS NOT NULL AS migrated;
 
 -- transaction_settings --
 -- The first statements of each of our transactions (bound client-side: SET takes no server
@@ -73,11 +74,14 @@ FROM feedback_backfill_lease AS l
 WHERE l.name = %(name)s;
 
 -- count_pending --
--- How many rows of one day of the window the walk will visit (progress bar, --dry-run).
+-- How many rows of one day of the window, above the day's settled mark (%(mark)s, 0 if
+-- none), the walk will visit (progress bar, --dry-run, `backfill check`); count_settled
+-- counts those below it.
 SELECT count(*) AS pending
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date = %(day)s
+  AND r.id > %(mark)s::integer
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
@@ -128,8 +132,10 @@ SELECT now() AS now;
 -- of the partial index runs_feedback_pending_idx (run_date, id): each batch is one index
 -- range scan (run_date = day, id > after) resuming where the previous one stopped.
 -- Enriched rows leave that index; rows found without feedback stay in it (we do not
--- rewrite them), so one invocation passes over each of them once, checked through the
--- status table's primary key: a statement never scans more than one day of them.
+-- rewrite them), so a walk passes over each of them once, checked through the status
+-- table's primary key: a statement never scans more than one day of them. On a day marked
+-- settled (feedback_backfill_settled) the walk starts above the mark (%(after_id)s is at
+-- least the mark): below it, walk_settled reads the few rows that can have changed.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats,
        COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
@@ -148,6 +154,121 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
              OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
 ORDER BY r.id
 LIMIT %(batch_size)s;
+
+-- settled_marks --
+-- The window's settled marks (feedback_backfill_settled, fb0006): on each of these days a
+-- complete walk checkpointed every row lacking records up to id_bound.
+SELECT m.run_date, m.id_bound
+FROM feedback_backfill_settled AS m
+WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
+
+-- walk_settled --
+-- The next batch of one day's rows at or below its settled mark that the walk must examine
+-- again: walk_batch's own predicates, restricted to the only rows that can have changed
+-- since the day was settled, each found through a small index instead of the day's rows
+-- without feedback: rows whose feedback_stats now promise records and that lack them
+-- (runs_feedback_missing_idx, predicate word for word), failed rows with attempts left
+-- (feedback_backfill_status_date_state_idx; `backfill retry` gives them back), and rows
+-- we enriched that lack records again (the extractor re-archived them: the ledger's
+-- (run_date, row_id) merged with runs_feedback_pending_idx; rows checkpointed before
+-- fb0005 have no row_id and are matched by run_id). Rows archived into the day later have
+-- higher ids (SERIAL) and are above the mark; reset and revert delete the marks.
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
+       r.data -> 'feedback_stats' AS feedback_stats,
+       COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
+FROM runs AS r
+WHERE r.id IN (
+      SELECT m.id FROM runs AS m
+      WHERE COALESCE(jsonb_typeof(m.data -> 'feedback_records'), 'null') = 'null'
+        AND m.data @? '$.feedback_stats.* ? (@.n > 0)'
+        AND m.run_date = %(day)s AND m.id > %(after_id)s::integer AND m.id <= %(mark)s::integer
+      UNION ALL
+      SELECT f.id FROM feedback_backfill_status AS s JOIN runs AS f ON f.run_id = s.run_id
+      WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
+      UNION ALL
+      SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
+      WHERE s.records_md5 IS NOT NULL AND s.run_date = %(day)s
+        AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
+        AND l.run_date = %(day)s AND l.id > %(after_id)s::integer AND l.id <= %(mark)s::integer
+      UNION ALL
+      SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
+      WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s)
+  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date = %(day)s
+  AND r.id > %(after_id)s::integer AND r.id <= %(mark)s::integer
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND NOT EXISTS (
+      SELECT 1 FROM feedback_backfill_status AS s
+      WHERE s.run_id = r.run_id
+        AND (s.state = 'invalid'
+             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
+ORDER BY r.id
+LIMIT %(batch_size)s;
+
+-- count_settled --
+-- How many rows of one day at or below its settled mark the walk will visit (walk_settled's rows).
+SELECT count(*) AS pending
+FROM runs AS r
+WHERE r.id IN (
+      SELECT m.id FROM runs AS m
+      WHERE COALESCE(jsonb_typeof(m.data -> 'feedback_records'), 'null') = 'null'
+        AND m.data @? '$.feedback_stats.* ? (@.n > 0)'
+        AND m.run_date = %(day)s AND m.id <= %(mark)s::integer
+      UNION ALL
+      SELECT f.id FROM feedback_backfill_status AS s JOIN runs AS f ON f.run_id = s.run_id
+      WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
+      UNION ALL
+      SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
+      WHERE s.records_md5 IS NOT NULL AND s.run_date = %(day)s
+        AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
+        AND l.run_date = %(day)s AND l.id <= %(mark)s::integer
+      UNION ALL
+      SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
+      WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s)
+  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date = %(day)s AND r.id <= %(mark)s::integer
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+  AND NOT EXISTS (
+      SELECT 1 FROM feedback_backfill_status AS s
+      WHERE s.run_id = r.run_id
+        AND (s.state = 'invalid'
+             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')));
+
+-- horizon_ids --
+-- The id bound a walk may mark its days settled up to: the highest id committed now (a
+-- backward probe of the primary key). Read before horizon_xid, in its own transaction.
+SELECT COALESCE(max(r.id), 0)::bigint AS id_bound FROM runs AS r;
+
+-- horizon_xid --
+-- The first transaction id not yet started after horizon_ids. ids are handed out in order
+-- (SERIAL), so a row with an id at most the bound that was not yet committed then belongs
+-- to a transaction started before this: once every transaction below this xid has ended
+-- (horizon_closed), every such row is committed or never will be, and a walk reading a
+-- day from then on sees all of them.
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xid;
+
+-- horizon_closed --
+-- Has every transaction older than %(xid)s ended (the oldest one still running is newer)?
+-- Asked before a day's first read; until it has, the day gets no mark.
+SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(xid)s::xid8 AS closed;
+
+-- settle_day --
+-- Mark a day settled up to %(id_bound)s, once every row of its walk is checkpointed (in a
+-- transaction after the day's last checkpoint: a kill before it leaves no mark, which only
+-- costs the next run a full walk of the day). A mark only grows.
+INSERT INTO feedback_backfill_settled AS m (run_date, id_bound, invocation_id)
+VALUES (%(day)s, %(id_bound)s, %(invocation_id)s)
+ON CONFLICT (run_date) DO UPDATE
+SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED.invocation_id,
+    settled_at = now();
+
+-- unsettle --
+-- Forget the settled marks of the window (reset, revert: the rows they forget or restore
+-- lack a checkpoint below the marks). Before any checkpoint row is deleted.
+DELETE FROM feedback_backfill_settled AS m
+WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
 
 -- workspace_probe_runs --
 -- The wrong-workspace probe (runner.Runner._check_workspace): the window's newest runs whose
@@ -645,7 +766,11 @@ SELECT current_user AS role,
        has_table_privilege(to_regclass('feedback_backfill_invocations'), 'UPDATE') AS invocations_update,
        has_table_privilege(to_regclass('feedback_backfill_lease'), 'SELECT') AS lease_select,
        has_table_privilege(to_regclass('feedback_backfill_lease'), 'INSERT') AS lease_insert,
-       has_table_privilege(to_regclass('feedback_backfill_lease'), 'UPDATE') AS lease_update;
+       has_table_privilege(to_regclass('feedback_backfill_lease'), 'UPDATE') AS lease_update,
+       has_table_privilege(to_regclass('feedback_backfill_settled'), 'SELECT') AS settled_select,
+       has_table_privilege(to_regclass('feedback_backfill_settled'), 'INSERT') AS settled_insert,
+       has_table_privilege(to_regclass('feedback_backfill_settled'), 'UPDATE') AS settled_update,
+       has_table_privilege(to_regclass('feedback_backfill_settled'), 'DELETE') AS settled_delete;
 
 -- check_stored_size --
 -- Average size of the feedback_records we stored (jsonb, before TOAST compression) and of

@@ -228,3 +228,22 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0005' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0005 -> fb0006
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+CREATE TABLE feedback_backfill_settled (
+            run_date date PRIMARY KEY,
+            id_bound bigint NOT NULL,
+            invocation_id bigint,
+            settled_at timestamptz NOT NULL DEFAULT now()
+        );
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0006' WHERE feedback_backfill_alembic_version.version_num = 'fb0005';
+
+COMMIT;
+

@@ -1,0 +1,49 @@
+"""feedback_backfill_settled: where a completed walk of each day ended, so that settled rows are not re-read.
+
+Revision ID: fb0006
+Revises: fb0005
+Create Date: 2026-12-01
+
+The rows found without feedback stay in runs_feedback_pending_idx (we never rewrite them),
+so before this revision every invocation passed over each of them once, checked against
+the status table: seconds on a large window. One row per run_date of ours says that a
+``backfill run`` walked the whole day (every project, no --limit, no row skipped) and
+checkpointed every row lacking records whose ``runs.id`` is at most ``id_bound``; ids are
+SERIAL, so a run archived later into that day has a higher id and is walked as before.
+Below the bound the walk only re-examines, through small indexes, the rows that can have
+changed: promised and lacking (runs_feedback_missing_idx), failed with attempts left, and
+ours lacking records again (the ledger). ``reset`` and ``revert`` delete the marks of their
+window. A narrow table of our own, created empty: a brief lock, no data work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "fb0006"
+down_revision: str | None = "fb0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
+    op.execute(
+        """
+        CREATE TABLE feedback_backfill_settled (
+            run_date date PRIMARY KEY,
+            id_bound bigint NOT NULL,
+            invocation_id bigint,
+            settled_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
+    op.execute("DROP TABLE feedback_backfill_settled")
