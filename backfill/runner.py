@@ -210,6 +210,8 @@ class Runner:
                 if self.signals.stop.is_set():
                     break
                 current = upcoming
+            if current is None:  # the walk's end: its last days may have had no row to write
+                self._settle([])
         finally:
             if pending is not None:  # stopped, or failed writing: let the worker end (its batch is dropped)
                 pending.settle(self.source.settings.timeout_s + 1)
@@ -337,7 +339,11 @@ class Runner:
         )
         source.record(delta)
         self.summary.add(written)
-        ready = self.settling.written((r.run_date for r in batch), skipped=written.skipped > 0)
+        self._settle(batch, skipped=written.skipped > 0)
+
+    def _settle(self, batch: list[Row], skipped: bool = False) -> None:
+        """Mark the days whose every row read is now checkpointed (``settle``), after the batch's commit."""
+        ready = self.settling.written((r.run_date for r in batch), skipped)
         self.settling.mark(self.gw, ready, self.summary.invocation_id)
 
     def _check_workspace(self, rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:

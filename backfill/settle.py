@@ -23,6 +23,7 @@ class Settling:
 
     def __init__(self, id_bound: int = 0, xid: str | None = None) -> None:
         self.id_bound, self.xid = id_bound, xid  # id_bound 0: this walk marks nothing
+        self.closed = False  # every transaction older than xid has ended (``closed``)
         self.open: Counter[dt.date] = Counter()  # rows read, not yet checkpointed, by day
         self.ended: dict[dt.date, bool] = {}  # day read to its end -> whether it may be marked
         self.spoiled: set[dt.date] = set()  # a row of the day was skipped (another writer held it)
@@ -76,6 +77,7 @@ def closed(gw: db.Gateway, settling: Settling) -> bool:
     """Has every transaction that may still insert a row at or below the bound ended?"""
     if not settling.marking:
         return False
-    ok = bool(gw.one("horizon_closed", {"xid": settling.xid})["closed"])
-    gw.commit()
-    return ok
+    if not settling.closed:  # once closed, closed for good: the oldest running xid only grows
+        settling.closed = bool(gw.one("horizon_closed", {"xid": settling.xid})["closed"])
+        gw.commit()
+    return settling.closed

@@ -76,12 +76,18 @@ WHERE l.name = %(name)s;
 -- count_pending --
 -- How many rows of one day of the window, above the day's settled mark (%(mark)s, 0 if
 -- none), the walk will visit (progress bar, --dry-run, `backfill check`); count_settled
--- counts those below it.
+-- counts those below it. The planner reads a day's rows through idx_runs_run_date here
+-- (it cannot tell that a day's ids above the mark are few): the one-time check of the
+-- day's highest id lacking records (a backward probe of runs_feedback_pending_idx) skips
+-- the scan when nothing lies above the mark.
 SELECT count(*) AS pending
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date = %(day)s
   AND r.id > %(mark)s::integer
+  AND %(mark)s::integer < (
+      SELECT max(t.id) FROM runs AS t
+      WHERE COALESCE(jsonb_typeof(t.data -> 'feedback_records'), 'null') = 'null' AND t.run_date = %(day)s)
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
   AND NOT EXISTS (
       SELECT 1 FROM feedback_backfill_status AS s
