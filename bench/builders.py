@@ -76,11 +76,15 @@ FROM generate_series(1, %(rows)s) AS i,
 
 # Layout "checkpointed": the examined rows are in the checkpoint as `backfill run` leaves
 # them: without feedback as no_feedback (not marked in the row), enriched ones as done with
-# the ledger of what was written (records_md5, row_id).
+# the ledger of what was written (records_md5, row_id) and the one record their
+# feedback_stats promised (stats_count, as accurate stats leave it; the walk never reads
+# the stats of a row holding records).
 FILL_NO_FEEDBACK = """
-INSERT INTO feedback_backfill_status (run_id, run_date, state, attempts, records, prior, records_md5, row_id)
+INSERT INTO feedback_backfill_status
+    (run_id, run_date, state, attempts, records, stats_count, prior, records_md5, row_id)
 SELECT run_id, run_date, CASE WHEN id %% 3 = 0 THEN 'done' ELSE 'no_feedback' END, 1,
-       CASE WHEN id %% 3 = 0 THEN 1 ELSE 0 END, CASE WHEN id %% 3 = 0 THEN 'absent' END,
+       CASE WHEN id %% 3 = 0 THEN 1 ELSE 0 END, CASE WHEN id %% 3 = 0 THEN 1 ELSE 0 END,
+       CASE WHEN id %% 3 = 0 THEN 'absent' END,
        CASE WHEN id %% 3 = 0 THEN md5((data -> 'feedback_records')::text) END, id
 FROM runs WHERE id <= %(examined)s
 """

@@ -123,22 +123,56 @@ def test_a_row_archived_later_into_a_settled_day_is_walked(dsn, fake):
     assert visits(dsn) == []
 
 
-@pytest.mark.parametrize("shape", ["null", "absent", "null, feedback_stats promising nothing"])
+@pytest.mark.parametrize("shape", ["null", "absent"])
 def test_an_enriched_row_the_extractor_re_archives_is_enriched_again(dsn, fake, shape):
     ids = settled(dsn, fake)
     rid = next(r for r in ids if synthetic.feedback_for_run(r))
-    doc = rows(dsn)[rid]
-    day = dt.date.fromisoformat(doc["run_date"])
+    day = dt.date.fromisoformat(rows(dsn)[rid]["run_date"])
     plain = original(rid, day)
-    again = {**plain, "feedback_records": None} if shape.startswith("null") else plain
-    if "nothing" in shape:
-        again["feedback_stats"] = {}
+    again = {**plain, "feedback_records": None} if shape == "null" else plain
     upsert(dsn, again)
     assert visits(dsn) == [rid]
     assert go(dsn, fake).examined == 1
     assert rows(dsn)[rid] == {**again, "feedback_records": expected_records(rid)}
     assert_enriched(dsn, rid, attempts=2)
     assert visits(dsn) == []
+
+
+def test_a_row_enriched_although_its_stats_promised_nothing_is_enriched_again_after_a_re_archive(dsn, fake):
+    """Its feedback_stats cannot bring it back (runs_feedback_missing_idx): the ledger's unpromised part does."""
+    rid = next(r for r in (synthetic.run_id_for(i, "stale") for i in range(50)) if synthetic.feedback_for_run(r))
+    stale = {**original(rid, TODAY), "feedback_stats": {}}
+    with psycopg.connect(dsn) as conn:
+        insert(conn, stale)
+    seed(dsn, 20, days=2)
+    assert go(dsn, fake).examined == 21
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT stats_count FROM feedback_backfill_status WHERE run_id = %s", (rid,)
+        ).fetchone() == (0,)
+    upsert(dsn, {**stale, "feedback_records": None})
+    assert visits(dsn) == [rid]
+    assert go(dsn, fake).examined == 1
+    assert rows(dsn)[rid] == {**stale, "feedback_records": expected_records(rid)}
+    assert_enriched(dsn, rid, attempts=2)
+
+
+def test_the_one_row_a_settled_day_leaves_waits_for_its_feedback_stats(dsn, fake):
+    """The stated exception: enriched while its feedback_stats promised records, re-archived
+    without records and with feedback_stats promising none. The walk without marks would ask
+    the API again; below the mark it waits until feedback_stats promise records again, as a
+    no_feedback row does, and `backfill status` counts it as re-archived since."""
+    ids = settled(dsn, fake)
+    rid = next(r for r in ids if synthetic.feedback_for_run(r))
+    day = dt.date.fromisoformat(rows(dsn)[rid]["run_date"])
+    upsert(dsn, {**original(rid, day), "feedback_records": None, "feedback_stats": {}})
+    assert visits(dsn) == []
+    report = backfill.status(Database(dsn), WINDOW)
+    assert report.data.lacking_now == 1
+    upsert(dsn, {**original(rid, day), "feedback_records": None})  # feedback_stats promise again
+    assert visits(dsn) == [rid]
+    assert go(dsn, fake).examined == 1
+    assert_enriched(dsn, rid, attempts=2)
 
 
 def test_a_no_feedback_row_whose_stats_now_promise_records_is_examined(dsn, fake):

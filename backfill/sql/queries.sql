@@ -76,16 +76,17 @@ WHERE l.name = %(name)s;
 -- count_pending --
 -- How many rows of one day of the window, above the day's settled mark (%(mark)s, 0 if
 -- none), the walk will visit (progress bar, --dry-run, `backfill check`); count_settled
--- counts those below it. The planner reads a day's rows through idx_runs_run_date here
--- (it cannot tell that a day's ids above the mark are few): the one-time check of the
--- day's highest id lacking records (a backward probe of runs_feedback_pending_idx) skips
--- the scan when nothing lies above the mark.
+-- counts those below it. With the mark alone the planner reads the whole day through
+-- idx_runs_run_date (it cannot tell that a day's ids above the mark are few); bounded
+-- above too, by the day's highest id lacking records (a backward probe of
+-- runs_feedback_pending_idx), it takes that range of runs_feedback_pending_idx, empty on a
+-- settled day.
 SELECT count(*) AS pending
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date = %(day)s
   AND r.id > %(mark)s::integer
-  AND %(mark)s::integer < (
+  AND r.id <= (
       SELECT max(t.id) FROM runs AS t
       WHERE COALESCE(jsonb_typeof(t.data -> 'feedback_records'), 'null') = 'null' AND t.run_date = %(day)s)
   AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
@@ -175,10 +176,14 @@ WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
 -- without feedback: rows whose feedback_stats now promise records and that lack them
 -- (runs_feedback_missing_idx, predicate word for word), failed rows with attempts left
 -- (feedback_backfill_status_date_state_idx; `backfill retry` gives them back), and rows
--- we enriched that lack records again (the extractor re-archived them: the ledger's
--- (run_date, row_id) merged with runs_feedback_pending_idx; rows checkpointed before
--- fb0005 have no row_id and are matched by run_id). Rows archived into the day later have
--- higher ids (SERIAL) and are above the mark; reset and revert delete the marks.
+-- we enriched that lack records again (the extractor re-archived them): those whose
+-- feedback_stats promise records are among the first; those we enriched although their
+-- feedback_stats promised nothing come from feedback_backfill_status_unpromised_idx
+-- (fb0006, predicate word for word), probed in runs_feedback_pending_idx; rows checkpointed
+-- before fb0005 have no row_id and are matched by run_id. Not the whole ledger: merged
+-- with the day's rows lacking records it would cost what the mark saves. Rows archived
+-- into the day later have higher ids (SERIAL) and are above the mark; reset and revert
+-- delete the marks.
 SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
        r.data -> 'feedback_stats' AS feedback_stats,
        COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
@@ -193,7 +198,7 @@ WHERE r.id IN (
       WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
       UNION ALL
       SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
-      WHERE s.records_md5 IS NOT NULL AND s.run_date = %(day)s
+      WHERE s.records_md5 IS NOT NULL AND s.stats_count = 0 AND s.run_date = %(day)s
         AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
         AND l.run_date = %(day)s AND l.id > %(after_id)s::integer AND l.id <= %(mark)s::integer
       UNION ALL
@@ -226,7 +231,7 @@ WHERE r.id IN (
       WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
       UNION ALL
       SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
-      WHERE s.records_md5 IS NOT NULL AND s.run_date = %(day)s
+      WHERE s.records_md5 IS NOT NULL AND s.stats_count = 0 AND s.run_date = %(day)s
         AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
         AND l.run_date = %(day)s AND l.id <= %(mark)s::integer
       UNION ALL

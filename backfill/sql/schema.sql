@@ -243,6 +243,22 @@ CREATE TABLE feedback_backfill_settled (
             settled_at timestamptz NOT NULL DEFAULT now()
         );
 
+COMMIT;
+
+SET lock_timeout = '5s';
+
+SET statement_timeout = 0;
+
+-- if feedback_backfill_status_unpromised_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY feedback_backfill_status_unpromised_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS feedback_backfill_status_unpromised_idx ON feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL AND stats_count = 0;
+
+RESET statement_timeout;
+
+RESET lock_timeout;
+
+BEGIN;
+
 UPDATE feedback_backfill_alembic_version SET version_num='fb0006' WHERE feedback_backfill_alembic_version.version_num = 'fb0005';
 
 COMMIT;

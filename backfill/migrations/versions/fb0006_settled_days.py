@@ -12,20 +12,53 @@ checkpointed every row lacking records whose ``runs.id`` is at most ``id_bound``
 SERIAL, so a run archived later into that day has a higher id and is walked as before.
 Below the bound the walk only re-examines, through small indexes, the rows that can have
 changed: promised and lacking (runs_feedback_missing_idx), failed with attempts left, and
-ours lacking records again (the ledger). ``reset`` and ``revert`` delete the marks of their
-window. A narrow table of our own, created empty: a brief lock, no data work.
+rows we enriched although their feedback_stats promised nothing, lacking records again
+(``feedback_backfill_status_unpromised_idx``, the part of the ledger that
+runs_feedback_missing_idx cannot see). ``reset`` and ``revert`` delete the marks of their
+window. A narrow table of our own, created empty (a brief lock, no data work), and one
+partial index of our status table, built CONCURRENTLY as in fb0005 (a running backfill
+keeps checkpointing; the same invalid-leftover handling and -x lock_timeout).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from sqlalchemy import text
+
+from alembic import context, op
 
 revision: str = "fb0006"
 down_revision: str | None = "fb0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+#: Word for word in backfill/sql/queries.sql (walk_settled, count_settled).
+UNPROMISED = "feedback_backfill_status_unpromised_idx"
+UNPROMISED_ON = "feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL AND stats_count = 0"
+
+
+def _lock_timeout() -> str:
+    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
+    if not value.replace(".", "").isalnum():
+        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
+    return value
+
+
+def _invalid(name: str) -> bool:
+    """True when an index of that name exists in our schema but is INVALID."""
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+            ),
+            {"name": name},
+        )
+        .first()
+    )
+    return row is not None and not row[0]
 
 
 def upgrade() -> None:
@@ -41,9 +74,29 @@ def upgrade() -> None:
         )
         """
     )
+    offline = context.is_offline_mode()
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        if offline:
+            op.execute(
+                f"-- if {UNPROMISED} exists with pg_index.indisvalid = false (an interrupted"
+                f" build), first: DROP INDEX CONCURRENTLY {UNPROMISED}"
+            )
+        elif _invalid(UNPROMISED):
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNPROMISED} ON {UNPROMISED_ON}")
+        op.execute("RESET statement_timeout")
+        op.execute("RESET lock_timeout")
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
+        op.execute("RESET statement_timeout")
+        op.execute("RESET lock_timeout")
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("DROP TABLE feedback_backfill_settled")
