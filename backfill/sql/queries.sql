@@ -18,11 +18,12 @@ SET LOCAL lock_timeout = %(lock_timeout)s;
 SET LOCAL statement_timeout = %(statement_timeout)s;
 
 -- generic_plan --
--- Before the walk's read (db.GENERIC_PLAN), for the rest of its transaction. Without prepared
--- statements (PgBouncer) each read would be planned with its values, and the planner, which
--- has no statistics for the "lacks feedback_records" expression, expects a few rows and
--- picks a bitmap scan of the rest of the day plus a sort, per batch; the generic plan scans
--- runs_feedback_pending_idx in id order and stops after the batch (bench/prepare_bench.py).
+-- Before a read named in db.GENERIC_PLAN, for the rest of its transaction (none by default).
+-- Without statistics for the "lacks feedback_records" expression the planner picked, for
+-- walk_batch's values, a bitmap scan of the rest of the day plus a sort per batch, and the
+-- walk was planned generically; fb0005's extended statistics made the custom plan the
+-- ordered scan of runs_feedback_pending_idx, and the generic one worse on large tables
+-- (bench/prepare_bench.py compares them).
 SET LOCAL plan_cache_mode = force_generic_plan;
 
 -- lease_take --
