@@ -92,6 +92,27 @@ def patch_before() -> contextlib.AbstractContextManager[None]:
     return queries(patch_batch=PATCH_BATCH_BEFORE)
 
 
+def wal_lz4() -> contextlib.AbstractContextManager[None]:
+    """A DBA's what-if, not the package's: full-page images compressed (wal_compression = lz4,
+    a server setting; the bench's superuser sets it per transaction)."""
+    return queries(transaction_settings=QUERIES["transaction_settings"] + "\nSET LOCAL wal_compression = 'lz4';")
+
+
+def walk_once() -> contextlib.AbstractContextManager[None]:
+    """A what-if of the walk (not shipped: the walk is another change's): each document detoasted
+    once for the two functions of r.data in walk_batch's select list, as patch_batch does."""
+    old = QUERIES["walk_batch"]
+    new = old.replace(
+        "jsonb_typeof(r.data) AS data_type,\n       r.data -> 'feedback_stats' AS feedback_stats,",
+        "jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,",
+    ).replace(
+        "FROM runs AS r\n", "FROM runs AS r CROSS JOIN LATERAL (SELECT r.data || '{}'::jsonb AS doc OFFSET 0) AS d\n", 1
+    )
+    if new.count("d.doc") != 2 or "LATERAL" not in new:
+        raise RuntimeError("walk_batch changed: the walk_once what-if no longer applies")
+    return queries(walk_batch=new)
+
+
 @contextlib.contextmanager
 def before() -> Iterator[None]:
     """The patch as it was before issue 14's item 4: pglz and the old statement."""
@@ -104,6 +125,8 @@ VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "pglz": pglz,
     "patch_before": patch_before,
     "before": before,
+    "walk_once": walk_once,
+    "wal_lz4": wal_lz4,
 }
 
 
