@@ -186,31 +186,28 @@ class Runner:
         self._finish(self.summary.outcome, None)
 
     def _pipeline(self, bar: tqdm[Any]) -> None:
-        """While the request of batch N+1 is on the wire, batch N is checked, patched, checkpointed, and N+2 read.
+        """Batch N is checked, patched and checkpointed while the request of batch N+1 is on the wire.
 
         Only the fetch runs ahead (``ahead.Ahead``, one batch, the worker alone uses the
-        source); reads and writes stay on this thread. Reading N+2 there, not once N+1's
-        answer is in, keeps the walk's read off the path between two requests. After a stop,
-        the batch fetched ahead is not written: nothing of it is marked, as nothing of a batch
-        in flight ever was; a batch read ahead is dropped unasked.
+        source); reads and writes stay on this thread. After a stop, the batch fetched ahead
+        is not written: nothing of it is marked, as nothing of a batch in flight ever was.
         """
         batches = self._requests()
         current = next(batches, None)
         pending = Ahead(partial(self._fetch, current)) if current else None
-        upcoming = next(batches, None) if current else None
         try:
             while current is not None and pending is not None:
                 fetched = pending.result()
                 pending = None
                 self._check_workspace([r for r in current if r.run_id in fetched], fetched)
-                if upcoming is not None and not self.signals.stop.is_set():
+                upcoming = None if self.signals.stop.is_set() else next(batches, None)
+                if upcoming is not None:
                     pending = Ahead(partial(self._fetch, upcoming))
                 self._batch(current, fetched)
                 bar.update(len(current))
                 if self.signals.stop.is_set():
                     break
                 current = upcoming
-                upcoming = next(batches, None) if current is not None else None
         finally:
             if pending is not None:  # stopped, or failed writing: let the worker end (its batch is dropped)
                 pending.settle(self.source.settings.timeout_s + 1)

@@ -40,6 +40,7 @@ from backfill.config import Database
 from backfill.sandbox import synthetic
 from backfill.sql import QUERIES
 from bench.builders import build_documents, vacuum
+from bench.fake_server import dense_feedback
 from bench.harness import BATCH, Server, fake_langsmith, one, run_backfill, say
 from bench.measures import measure_writes, reset_statements
 
@@ -325,10 +326,14 @@ def explain(server: Server, name: str) -> list[str]:
     )
 
 
-def build(server: Server, rows: int) -> None:
-    say(f"building the figure-2 archive: {rows:,} runs, documents 2-40 KB")
+def build(server: Server, rows: int, archive: str) -> None:
+    """The figure-2 archive (``big``), or figure 1's (``api``: 2 KB documents, 1.2 records per run)."""
+    say(f"building the figure-{'2' if archive == 'big' else '1'} archive: {rows:,} runs")
     url = server.create("prof_tmpl")
-    build_documents(url, rows, (2000, 40000), "big")
+    if archive == "big":
+        build_documents(url, rows, (2000, 40000), "big")
+    else:
+        build_documents(url, rows, (2000, 2000), "api", dense_feedback)
     migrate.upgrade(Database(url))
     vacuum(url)
     with psycopg.connect(url) as conn:
@@ -376,6 +381,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--variants", default="shipped,before", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each variant, alternating")
+    parser.add_argument(
+        "--archive", choices=("big", "api"), default="big", help="figure 2's (default) or figure 1's archive"
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the fake's latency per request")
     parser.add_argument("--cap-s", type=float, default=300.0)
     parser.add_argument("--perf", action="store_true", help="perf record the backend (first run of each variant)")
     parser.add_argument("--py-spy", action="store_true", help="py-spy the client and the fake (first run)")
@@ -388,16 +397,19 @@ def main() -> int:
     results: dict[str, list[Result]] = {n: [] for n in names}
     plans: list[str] = []
     try:
-        build(server, args.rows)
+        build(server, args.rows, args.archive)
         for name in names:
             plans += explain(server, name)
-        with fake_langsmith(0) as fake:
+        with fake_langsmith(args.latency_ms, "synthetic" if args.archive == "big" else "dense") as fake:
             for i in range(args.repeat):
                 for name in names if i % 2 == 0 else reversed(names):
                     results[name].append(run_variant(server, name, fake, args, sample=i == 0))
     finally:
         server.stop()
-    print(f"## Profile of the patch: {args.rows:,} rows, figure-2 archive (`python -m bench.profile_patch`)\n")
+    print(
+        f"## Profile of the patch: {args.rows:,} rows, figure-{'2' if args.archive == 'big' else '1'} archive,"
+        f" {args.latency_ms:g} ms per request (`python -m bench.profile_patch`)\n"
+    )
     for name in names:
         print("\n".join(render(name, results[name])))
     print("\n".join(plans))
