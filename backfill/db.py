@@ -172,10 +172,14 @@ def connect(
             redact(f"cannot connect to the database (check DATABASE_URL): {text}", database.secrets())
         ) from None
     gw = Gateway(conn, database, {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout})
-    with wrap_exceptions(database):
-        if conn.execute(QUERIES["toast_compression"]).fetchone()["lz4"]:  # type: ignore[index]
-            gw.settings_sql += "\n" + QUERIES["toast_lz4"]
-        conn.commit()
+    try:
+        with wrap_exceptions(database):
+            if conn.execute(QUERIES["toast_compression"]).fetchone()["lz4"]:  # type: ignore[index]
+                gw.settings_sql += "\n" + QUERIES["toast_lz4"]
+            conn.commit()
+    except BaseException:
+        gw.close()
+        raise
     return gw
 
 
