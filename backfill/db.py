@@ -74,6 +74,8 @@ class Gateway:
         self.conn = conn
         self.database = database
         self.settings = settings or {"lock_timeout": "5s", "statement_timeout": "60s"}
+        #: The first statements of each transaction: our settings, lz4 where ``toast_compression`` says so.
+        self.settings_sql = QUERIES["transaction_settings"]
         #: When set, every ``transaction()`` first proves, inside itself, that it still holds it.
         self.lease: Lease | None = None
         #: When set (a second signal), a ``transaction()`` rolls back instead of committing.
@@ -85,7 +87,7 @@ class Gateway:
         if self.conn.info.transaction_status == TransactionStatus.IDLE:
             # client-side binding: SET takes no server-side parameters; SET takes no snapshot, so
             # a SET TRANSACTION ISOLATION LEVEL may still follow (the status report's snapshot)
-            psycopg.ClientCursor(self.conn).execute(QUERIES["transaction_settings"], self.settings)
+            psycopg.ClientCursor(self.conn).execute(self.settings_sql, self.settings)
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a named query; return its rows (empty for statements without any)."""
@@ -113,7 +115,7 @@ class Gateway:
             fresh = self.conn.info.transaction_status == TransactionStatus.IDLE
             with self.conn.transaction():
                 if fresh:
-                    psycopg.ClientCursor(self.conn).execute(QUERIES["transaction_settings"], self.settings)
+                    psycopg.ClientCursor(self.conn).execute(self.settings_sql, self.settings)
                 if self.lease is not None:
                     self.lease.check(self)
                 yield
@@ -172,7 +174,16 @@ def connect(
         raise DatabaseError(
             redact(f"cannot connect to the database (check DATABASE_URL): {text}", database.secrets())
         ) from None
-    return Gateway(conn, database, {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout})
+    gw = Gateway(conn, database, {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout})
+    try:
+        with wrap_exceptions(database):
+            if conn.execute(QUERIES["toast_compression"]).fetchone()["lz4"]:  # type: ignore[index]
+                gw.settings_sql += "\n" + QUERIES["toast_lz4"]
+            conn.commit()
+    except BaseException:
+        gw.close()
+        raise
+    return gw
 
 
 def lease_seconds() -> float:

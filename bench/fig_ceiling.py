@@ -232,18 +232,20 @@ def _add_writes(res: Results, c: Ceiling) -> None:
 
 
 def explain_patch(url: str) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of patch_batch for the first batch of the walk, rolled back."""
+    """EXPLAIN (ANALYZE, BUFFERS, WAL) of patch_batch for the first batch of the walk, rolled back."""
     with psycopg.connect(url) as conn:
         first = conn.execute("SELECT id, run_id FROM runs ORDER BY run_date, id LIMIT %s", (BATCH,)).fetchall()
         patch = [{"id": i, "records": synthetic.feedback_for_run(r)} for i, r in first if synthetic.feedback_for_run(r)]
         try:
+            if conn.execute(QUERIES["toast_compression"]).fetchone()[0]:  # type: ignore[index]
+                conn.execute(QUERIES["toast_lz4"])  # as the package's transactions do (db.connect)
             params = {"patch": Jsonb(patch), "ids": [p["id"] for p in patch]}
-            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {QUERIES['patch_batch']}", params).fetchall()
+            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, WAL) {QUERIES['patch_batch']}", params).fetchall()
             text = "\n".join(r[0] for r in plan)
         except psycopg.Error as exc:
             text = f"(not run: {exc})"
         conn.rollback()
-    head = f"EXPLAIN (ANALYZE, BUFFERS) of patch_batch, first batch ({len(patch)} runs with feedback), rolled back"
+    head = f"EXPLAIN (ANALYZE, BUFFERS, WAL) of patch_batch, first batch ({len(patch)} runs with feedback), rolled back"
     return f"{head}:\n\n```\n{text}\n```"
 
 

@@ -43,7 +43,9 @@ def test_modules_and_functions_stay_small(path: Path) -> None:
     assert long == []
 
 
-@pytest.mark.parametrize("module", ["bench", "bench.fake_server", "bench.status_bench"])
+@pytest.mark.parametrize(
+    "module", ["bench", "bench.fake_server", "bench.status_bench", "bench.profile_patch", "bench.profile_indexes"]
+)
 def test_the_commands_start(module: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120

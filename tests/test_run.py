@@ -74,6 +74,42 @@ def test_enriches_rows_in_place_and_checkpoints(dsn, fake):
     ]
 
 
+def compression(dsn: str) -> dict[str, str | None]:
+    """run_id -> how its document is stored: 'pglz', 'lz4', or None (not compressed)."""
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT run_id, pg_column_compression(data) FROM runs").fetchall())
+
+
+def test_documents_we_rewrite_are_compressed_with_lz4_and_read_back_exactly(dsn, fake):
+    ids = seed(dsn, 30, size_bytes=20_000)
+    before = rows(dsn)
+    assert set(compression(dsn).values()) == {"pglz"}  # the server's default, as the extractor wrote them
+    summary = go(dsn, fake)
+    after, stored = rows(dsn), compression(dsn)
+    enriched = [r for r in ids if expected_records(r)]
+    assert summary.enriched == len(enriched) > 0
+    for run_id in ids:
+        if run_id in enriched:
+            assert stored[run_id] == "lz4"
+            assert after[run_id] == {**before[run_id], "feedback_records": expected_records(run_id)}
+        else:
+            assert stored[run_id] == "pglz" and after[run_id] == before[run_id]  # never rewritten
+
+
+def test_a_compression_method_the_dba_chose_is_kept(dsn, fake):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET default_toast_compression = pglz')
+    try:
+        ids = seed(dsn, 30, size_bytes=20_000)
+        summary = go(dsn, fake)
+        assert summary.enriched > 0
+        assert {compression(dsn)[r] for r in ids} == {"pglz"}
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_toast_compression')
+
+
 def test_rows_without_feedback_are_not_rewritten(dsn, fake):
     ids = seed(dsn, 30)
     with psycopg.connect(dsn) as conn:

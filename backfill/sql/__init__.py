@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
-_HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+_HEADER = re.compile(r"^-- ([a-z0-9_]+) --$", re.MULTILINE)
 
 
 def _parse(text: str) -> dict[str, str]:

@@ -17,6 +17,23 @@ SELECT to_regclass('feedback_backfill_status') IS NOT NULL
 SET LOCAL lock_timeout = %(lock_timeout)s;
 SET LOCAL statement_timeout = %(statement_timeout)s;
 
+-- toast_compression --
+-- At connect: do our transactions compress the documents they write with lz4 (toast_lz4)?
+-- Only where the server offers it (PostgreSQL 14+, built with lz4) and nobody chose a method:
+-- default_toast_compression is at its built-in default (a choice in postgresql.conf, ALTER
+-- SYSTEM, ALTER ROLE/DATABASE ... SET is kept). A column given its own method (ALTER TABLE
+-- ... SET COMPRESSION) keeps it whatever this says. No row (PostgreSQL 13): false.
+SELECT COALESCE(bool_or(s.source = 'default' AND s.setting = 'pglz' AND 'lz4' = ANY(s.enumvals)), false) AS lz4
+FROM pg_settings AS s
+WHERE s.name = 'default_toast_compression';
+
+-- toast_lz4 --
+-- Appended to transaction_settings where toast_compression said so. Each enriched document is
+-- compressed anew when written (a new TOAST value): on 2-40 KB documents pglz took 41 percent
+-- of the backend's time in a run, lz4 under 3 percent, and the table grew 22 percent less
+-- (bench/profile_patch.py). Reading is transparent: a column holds values of both methods.
+SET LOCAL default_toast_compression = 'lz4';
+
 -- generic_plan --
 -- Before a read named in db.GENERIC_PLAN, for the rest of its transaction (none by default).
 -- Without statistics for the "lacks feedback_records" expression the planner picked, for
@@ -303,29 +320,34 @@ LIMIT %(n)s;
 SELECT r.id, r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) ORDER BY r.id FOR UPDATE SKIP LOCKED;
 
 -- patch_batch --
--- Add feedback_records to each row in place, in one statement. `data || ...` is computed
--- from the row version the UPDATE locks, so an upsert committed meanwhile is kept; a row
--- that got feedback_records meanwhile is left alone (the predicate is re-checked).
--- Returns, for `backfill revert`, whether the key was there (as JSON null) before, and
--- md5 of what we wrote. `before` reads the rows lock_rows has just locked: current.
--- Rows are addressed by primary key (%(ids)s, from lock_rows), and the "still lacking"
--- re-check is deliberately NOT written as the partial index's predicate: written the same,
--- it lets the planner probe runs_feedback_pending_idx (run_date, id) by id alone, a scan of
--- the whole index per row.
+-- Add feedback_records to each row in place, in one statement. The rows are those lock_rows
+-- has just locked (%(ids)s, in this transaction): nobody else can change them before we
+-- commit, so each document is read as it is now, and an upsert committed before the lock
+-- is kept; a row that got feedback_records meanwhile is left alone (the predicate is
+-- re-checked). Returns, for `backfill revert`, whether the key was there (as JSON null)
+-- before, and md5 of what we wrote.
+-- Each document is detoasted once (`d.data || '{}'`, which returns the decompressed value
+-- itself, in a subquery kept apart by OFFSET 0): every function of r.data would otherwise
+-- fetch and decompress the whole document again (four times a row; bench/profile_patch.py).
+-- The "still lacking" re-check is deliberately NOT written as the partial index's predicate:
+-- written the same, it lets the planner probe runs_feedback_pending_idx (run_date, id) by id
+-- alone, a scan of the whole index per row.
 WITH patch AS (
     SELECT p.id, p.records
     FROM jsonb_to_recordset(%(patch)s::jsonb) AS p(id integer, records jsonb)
-), before AS (
-    SELECT r.id, CASE WHEN r.data ? 'feedback_records' THEN 'null' ELSE 'absent' END AS prior
-    FROM runs AS r WHERE r.id = ANY(%(ids)s::integer[])
+), cur AS (
+    SELECT d.id, d.doc, p.records
+    FROM (SELECT r.id, r.data || '{}'::jsonb AS doc FROM runs AS r WHERE r.id = ANY(%(ids)s::integer[]) OFFSET 0) AS d
+    JOIN patch AS p ON p.id = d.id
+    WHERE jsonb_typeof(d.doc) = 'object'
+      AND (NOT d.doc ? 'feedback_records' OR d.doc -> 'feedback_records' = 'null'::jsonb)
 )
 UPDATE runs AS r
-SET data = r.data || jsonb_build_object('feedback_records', p.records)
-FROM patch AS p JOIN before AS b ON b.id = p.id
-WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = p.id
-  AND jsonb_typeof(r.data) = 'object'
-  AND (NOT r.data ? 'feedback_records' OR r.data -> 'feedback_records' = 'null'::jsonb)
-RETURNING r.run_id, b.prior, NULL::text AS prior_records, md5((r.data -> 'feedback_records')::text) AS records_md5;
+SET data = c.doc || jsonb_build_object('feedback_records', c.records)
+FROM cur AS c
+WHERE r.id = ANY(%(ids)s::integer[]) AND r.id = c.id
+RETURNING r.run_id, CASE WHEN c.doc ? 'feedback_records' THEN 'null' ELSE 'absent' END AS prior,
+          NULL::text AS prior_records, md5((r.data -> 'feedback_records')::text) AS records_md5;
 
 -- walk_refetch --
 -- `backfill run --refetch`: the next batch of rows of the window already examined (done, no
