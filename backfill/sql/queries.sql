@@ -77,9 +77,11 @@ RETURNING l.expires_at;
 
 -- lease_release --
 -- Let our lease go at once; the row stays (released: expires_at = heartbeat_at) so that
--- `backfill status` can say who held it last.
+-- `backfill status` can say who held it last. One clock reading for both columns: two calls of
+-- clock_timestamp() differ by microseconds on a loaded server, and the lease then read "expired".
 UPDATE feedback_backfill_lease AS l
-SET heartbeat_at = clock_timestamp(), expires_at = clock_timestamp()
+SET heartbeat_at = c.now, expires_at = c.now
+FROM (SELECT clock_timestamp() AS now) AS c
 WHERE l.name = %(name)s AND l.holder = %(holder)s;
 
 -- lease_holder --
