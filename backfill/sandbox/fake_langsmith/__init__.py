@@ -1,10 +1,11 @@
-"""A fake LangSmith API on 127.0.0.1: GET /feedback and GET /info, with fault injection.
+"""A fake LangSmith API on 127.0.0.1: GET /feedback, /sessions and /info, with fault injection.
 
 It speaks real HTTP so that the real ``langsmith.Client`` (paths, query parameters,
 ``x-api-key``, offset paging) is exercised, not a mock of it. The package is split by job:
 ``plumbing`` (the HTTP server, its handler and the socket tricks of a reset), ``faults``
-(the fault-injection API tests and benchmarks call), ``server`` (``FakeLangSmith``: its
-lifecycle and the answers), ``__main__`` (the command line).
+(the fault-injection API tests and benchmarks call), ``listing`` (the run catalog behind
+project listings: ``session=``, ``level``, ``min_created_at``, ``max_created_at``), ``server``
+(``FakeLangSmith``: its lifecycle and the answers), ``__main__`` (the command line).
 
 Order of checks for GET /feedback (infrastructure faults come before the application):
 latency, stall, reset, URL too long (414, ``max_ids``), windows (``outage``,
@@ -19,6 +20,7 @@ first 30 requests, 25 s of 500s; ``--rate-limit-window 20``, ``--ignore-offset``
 
 from __future__ import annotations
 
+from .listing import RunInfo
 from .server import FakeLangSmith, RequestLog
 
-__all__ = ["FakeLangSmith", "RequestLog"]
+__all__ = ["FakeLangSmith", "RequestLog", "RunInfo"]
