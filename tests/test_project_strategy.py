@@ -1,0 +1,161 @@
+"""`backfill run --strategy project|auto` on a trace-shaped archive, real PostgreSQL, the fake over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+
+import backfill
+from backfill.config import Database, LangSmith, Window
+from backfill.runner import RunOptions
+from backfill.sandbox.fake_langsmith import FakeLangSmith
+from backfill.sandbox.traces import TraceRun, trace_feedback
+
+from .helpers import canonical, invocations, raw_rows, seed_traces, status
+
+KEY = "lsv2_project_key_0123"
+TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots
+
+
+def go(dsn: str, fake: FakeLangSmith, **opts: Any) -> backfill.RunSummary:
+    opts.setdefault("delay_ms", 0)
+    opts.setdefault("backoff_s", 0.001)
+    window = opts.pop("window", None) or Window.parse("14d")
+    return backfill.run(
+        Database(dsn), LangSmith(api_key=KEY, endpoint=fake.url, timeout_s=5.0), RunOptions(window=window, **opts)
+    )
+
+
+def serve(runs: list[TraceRun], **kwargs: Any) -> FakeLangSmith:
+    fake = FakeLangSmith(api_key=KEY, feedback=trace_feedback(**kwargs))
+    fake.add_runs(r.info for r in runs)
+    return fake
+
+
+def expected(fake: FakeLangSmith, runs: list[TraceRun]) -> dict[str, list[dict[str, Any]]]:
+    """run_id -> the records the backfill must store (sorted by created_at, id), runs with feedback only."""
+    out = {}
+    for r in runs:
+        recs = fake.records_of(r.run_id)
+        if recs:
+            out[r.run_id] = canonical(sorted(recs, key=lambda x: (x["created_at"], x["id"])))
+    return out
+
+
+def stored(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT run_id, data -> 'feedback_records' FROM runs ORDER BY id").fetchall())
+
+
+def states(dsn: str) -> dict[str, tuple[str, int]]:
+    return {k: (v["state"], v["records"]) for k, v in status(dsn).items()}
+
+
+def forget(dsn: str) -> None:
+    """Back to the archive as the extractor left it (no feedback_records, nothing of ours)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data - 'feedback_records'")
+        conn.execute("DELETE FROM feedback_backfill_status")
+        conn.execute("DELETE FROM feedback_backfill_staged")
+        conn.execute("DELETE FROM feedback_backfill_listing")
+
+
+def test_project_strategy_enriches_exactly_and_row_for_row_as_the_runs_strategy(dsn):
+    runs = seed_traces(dsn, TRACES)
+    before = raw_rows(dsn)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        assert 60 < len(want) < 140  # half the 200 roots; no child run has feedback
+        by_runs = go(dsn, fake, strategy="runs")
+        runs_rows, runs_states = raw_rows(dsn), states(dsn)
+        forget(dsn)
+        assert raw_rows(dsn) == before
+        listed = go(dsn, fake, strategy="project")
+        assert raw_rows(dsn) == runs_rows  # byte for byte, every row
+        assert states(dsn) == runs_states
+    got = stored(dsn)
+    assert {k: v for k, v in got.items() if v is not None} == want
+    assert listed.exit_code == 0 and listed.examined == by_runs.examined == len(runs)
+    assert listed.enriched == len(want) and listed.records == sum(len(v) for v in want.values())
+    assert listed.strategy == "project" and not listed.fallbacks
+    # ~1 request per 100 records (plus a partial page per slice and the check), not 1 per 100 runs
+    assert listed.api_requests < by_runs.api_requests / 2, (listed.api_requests, by_runs.api_requests)
+    inv = invocations(dsn)[-1]
+    assert inv["strategy"] == "project" and inv["requests_saved"] == listed.requests_saved > 0
+    assert inv["api_requests"] == listed.api_requests
+    assert inv["params"]["strategy_choice"] == {"proj-a": "project", "proj-b": "project"}
+
+
+def test_rows_outside_the_window_stay_untouched_although_their_late_feedback_is_listed(dsn):
+    runs = seed_traces(dsn, TRACES)
+    before = raw_rows(dsn)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        # the window: the last 7 days; the 7 days before it hold roots whose feedback was
+        # created days after they started, inside the window's listing range
+        window = Window.parse("7d")
+        late = [
+            r
+            for r in runs
+            if r.run_date < window.since
+            and any(
+                dt.datetime.fromisoformat(x["created_at"]) >= dt.datetime.combine(window.since, dt.time(), dt.UTC)
+                for x in fake.records_of(r.run_id)
+            )
+        ]
+        assert late, "the archive should hold late feedback of runs before the window"
+        summary = go(dsn, fake, strategy="project", window=window)
+    after = raw_rows(dsn)
+    got = stored(dsn)
+    for r in runs:
+        if r.run_date < window.since:
+            assert after[r.run_id] == before[r.run_id]  # never written
+        else:
+            assert got[r.run_id] == want.get(r.run_id), r.run_id
+    assert summary.listed_outside >= len(late)
+    assert not (set(status(dsn)) & {r.run_id for r in runs if r.run_date < window.since})
+
+
+def test_auto_picks_project_on_the_sparse_archive_and_says_so_in_the_dry_run(dsn):
+    # 10,000 runs: at 5,000 runs a project, listing saves more than two requests in three (on a
+    # small archive the listing's own few requests weigh more: auto keeps asking run by run)
+    runs = seed_traces(dsn, 1000)
+    with serve(runs) as fake:
+        dry = go(dsn, fake, dry_run=True)
+        assert dry.choices[0].startswith("project listing for 2 of 2 project(s)")
+        assert any(line.startswith("proj-a: project, ~") for line in dry.choices)
+        assert any("strategy     project listing for 2 of 2" in line for line in dry.lines())
+        summary = go(dsn, fake)
+    assert summary.strategy == "project" and summary.exit_code == 0
+
+
+def test_auto_picks_runs_on_a_dense_archive(dsn):
+    # one run per trace, every one reviewed: 1-3 records per run
+    runs = seed_traces(dsn, 600, runs_per_trace=1, reviewed=1.0)
+    with serve(runs, reviewed=1.0) as fake:
+        want = expected(fake, runs)
+        summary = go(dsn, fake)
+    assert summary.strategy == "runs" and summary.requests_saved == 0
+    assert summary.choices[0].startswith("project listing for 0 of 2 project(s)")
+    assert all(": runs, ~" in line for line in summary.choices[1:])
+    got = stored(dsn)
+    assert {k: v for k, v in got.items() if v is not None} == want
+    assert invocations(dsn)[-1]["strategy"] == "runs"
+
+
+@pytest.mark.parametrize("strategy", ["project", "auto"])
+def test_a_second_pass_lists_only_what_was_created_since_and_stays_exact(dsn, strategy):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        first = go(dsn, fake, strategy=strategy)
+        n = len(fake.feedback_requests())
+        again = go(dsn, fake, strategy=strategy)
+        second = fake.feedback_requests()[n:]
+    assert first.enriched == len(want) and again.examined == 0
+    # nothing pending: the second pass asks nothing at all
+    assert second == [] and again.api_requests == 0
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
