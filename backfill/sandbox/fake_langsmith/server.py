@@ -221,7 +221,12 @@ class FakeLangSmith(Faults, Catalog):
         return json.dumps(found[offset : offset + limit])
 
     def _missing(self, records: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
-        return records
+        """``records`` less what the ``listing_misses`` fault drops from a project listing."""
+        with self._lock:
+            every = self._listing_misses
+        if every is None or not filters.sessions:
+            return records
+        return [r for i, r in enumerate(records, 1) if i % every]
 
     def _log(
         self,
