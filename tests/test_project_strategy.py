@@ -159,3 +159,57 @@ def test_a_second_pass_lists_only_what_was_created_since_and_stays_exact(dsn, st
     # nothing pending: the second pass asks nothing at all
     assert second == [] and again.api_requests == 0
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_the_sampled_check_catches_a_listing_that_misses_records_and_falls_back_to_runs(dsn, caplog):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        fake.listing_misses(7)  # every 7th record of a listing is silently left out
+        summary = go(dsn, fake, strategy="project")
+    assert set(summary.fallbacks) == {"proj-a", "proj-b"}
+    assert all("missing from it" in why for why in summary.fallbacks.values()), summary.fallbacks
+    assert summary.strategy == "runs" and summary.requests_saved == 0
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want  # exact all the same
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("proj-a: fetched run by run")]
+    assert len(warned) == 1 and "\n" not in warned[0]
+    with psycopg.connect(dsn) as conn:
+        fallbacks = conn.execute("SELECT project, fallback FROM feedback_backfill_listing ORDER BY id").fetchall()
+    assert [p for p, why in fallbacks if why] == ["proj-a", "proj-b"]
+    assert invocations(dsn)[-1]["strategy"] == "runs"
+
+
+def test_the_project_id_is_asked_by_name_when_the_rows_do_not_carry_it(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data - 'session_id'")
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project")
+        asked = [r for r in fake.requests if r.path == "/sessions"]
+    assert sorted(q.query["name"][0] for q in asked) == ["proj-a", "proj-b"]
+    assert summary.strategy == "project" and not summary.fallbacks
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_an_unknown_project_falls_back_to_runs_saying_why(dsn):
+    runs = seed_traces(dsn, TRACES, projects=("proj-a",))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data - 'session_id'")
+    with FakeLangSmith(api_key=KEY, feedback=trace_feedback()) as fake:  # no catalog: no project known
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project")
+    assert summary.fallbacks == {"proj-a": "LangSmith knows no project named 'proj-a' (GET /sessions?name=)"}
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_an_outage_and_a_rate_limit_during_the_listing_are_waited_out_and_the_result_is_exact(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        fake.outage(requests=3, status=503, after=1)
+        fake.rate_limit_window(1.0, retry_after="1", after=5)
+        summary = go(dsn, fake, strategy="project", outage_wait_s=60)
+    assert summary.exit_code == 0 and summary.strategy == "project", summary.lines()
+    assert summary.outage_wait_s > 0 and summary.rate_limit_wait_s > 0
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
