@@ -55,7 +55,7 @@ def run_project(runner: Runner, choice: Choice, bar: tqdm[Any]) -> None:
         current = listing.begin(gw, choice.project, sid, opts.window, runner.summary.invocation_id, fresh=o.refetch)
         reason = current.fallback
         if reason is None and current.completed_at is None:
-            listing.list_all(gw, runner.source, current, choice.expected, runner.summary.invocation_id)
+            listing.list_all(gw, runner.source, current, choice.records, runner.summary.invocation_id)
             _done(runner, current, None)
         if reason is None:
             reason = check_sample(runner, current, opts)

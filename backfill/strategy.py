@@ -59,6 +59,7 @@ class Choice:
     expected: int
     runs_expected: int
     why: str
+    records: int = 0  # what the window's feedback_stats promise (the listing plans its slices by it)
 
     def line(self) -> str:
         return f"{self.project}: {self.strategy}, ~{self.expected:,} request(s) ({self.why})"
@@ -77,17 +78,17 @@ def project_requests(f: ProjectFigures) -> int:
 
 def choose(f: ProjectFigures, asked: str) -> Choice:
     """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests."""
-    runs, listed = runs_requests(f), project_requests(f)
+    runs, listed, n = runs_requests(f), project_requests(f), f.promised
     if f.pending == 0:
-        return Choice(f.project, "runs", 0, 0, "nothing pending")
+        return Choice(f.project, "runs", 0, 0, "nothing pending", n)
     if asked == "runs":
-        return Choice(f.project, "runs", runs, runs, "--strategy runs")
+        return Choice(f.project, "runs", runs, runs, "--strategy runs", n)
     if asked == "project":
-        return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}")
+        return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}", n)
     ratio = f"{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
     if listed <= AUTO_RATIO * runs:
-        return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}")
-    return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}")
+        return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}", n)
+    return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
 
 
 def figures(gw: db.Gateway, window: Window, pending: int, *, refetch: bool = False) -> list[ProjectFigures]:
