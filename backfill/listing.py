@@ -34,6 +34,10 @@ SKEW = dt.timedelta(days=1)
 SLICE_RECORDS = 2000
 #: A slice needing more pages than this (far more records than planned) is halved instead.
 MAX_SLICE_PAGES = 40
+#: A pass that extends the previous listing of a project lists again from this long before
+#: the previous one ended: a record committed late (created just before that moment, visible
+#: just after) is not lost; the records listed twice are staged once.
+OVERLAP = dt.timedelta(minutes=10)
 #: A slice this short that still cannot be listed makes the project fall back to ``runs``.
 MIN_SLICE = dt.timedelta(seconds=1)
 #: The first slice when nothing is promised (the range is then mostly empty: slices grow).
@@ -106,16 +110,27 @@ def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id:
     if last is not None and last.session_id == sid and last.listed_from <= start:
         if last.applied_at is None:
             return last
-        if not fresh and last.fallback is None:
+        if extends(latest[0], window, fresh=fresh):
             with gw.transaction():
                 # what was created before the window began cannot belong to its rows
                 gw.execute("staged_prune", {"session_id": sid, "before": start})
-                row = gw.one("listing_start", _new(invocation_id, project, sid, start, now, last.listed_to - SKEW))
+                row = gw.one("listing_start", _new(invocation_id, project, sid, start, now, last.listed_to - OVERLAP))
             return Listing(**row)
     with gw.transaction():
         gw.execute("staged_clear", {"session_id": sid})
         row = gw.one("listing_start", _new(invocation_id, project, sid, start, now, start))
     return Listing(**row)
+
+
+def extends(latest: dict[str, Any] | None, window: Window, *, fresh: bool) -> bool:
+    """Whether a new listing after ``latest`` (a listing_latest row) lists only what was created since it."""
+    return (
+        not fresh
+        and latest is not None
+        and latest["applied_at"] is not None
+        and latest["fallback"] is None
+        and latest["listed_from"] <= window_start(window)
+    )
 
 
 def _new(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import db, logs
+from . import db, listing, logs
 from .config import Window
 from .pack import BUDGET, MAX_IDS, PAGE
 
@@ -48,6 +48,9 @@ class ProjectFigures:
     pending: int  # rows the walk will visit (the window's pending rows, shared out by rows lacking records)
     promised: int  # records the window's feedback_stats promise
     promised_pending: int  # ... of rows still lacking records
+    #: the previous listing of the project is applied: a new one lists only what was created since
+    #: (then mostly the records of the new rows, which their feedback_stats promise)
+    extends: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,15 @@ def runs_requests(f: ProjectFigures) -> int:
 
 def project_requests(f: ProjectFigures) -> int:
     """The project strategy's cost: the pages of the listing, one partial page per slice, the check."""
-    slices = max(1, -(-f.promised // SLICE_RECORDS))
-    return -(-f.promised // PAGE) + slices + CHECK_REQUESTS
+    records = f.promised_pending if f.extends else f.promised
+    slices = max(1, -(-records // SLICE_RECORDS))
+    return -(-records // PAGE) + slices + CHECK_REQUESTS
 
 
 def choose(f: ProjectFigures, asked: str) -> Choice:
     """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests."""
-    runs, listed, n = runs_requests(f), project_requests(f), f.promised
+    runs, listed = runs_requests(f), project_requests(f)
+    n = f.promised_pending if f.extends else f.promised  # the records the listing expects
     if f.pending == 0:
         return Choice(f.project, "runs", 0, 0, "nothing pending", n)
     if asked == "runs":
@@ -98,6 +103,7 @@ def figures(gw: db.Gateway, window: Window, pending: int, *, refetch: bool = Fal
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
     lacking = rows if refetch else {r["project"]: r["lacking"] for r in gw.execute("strategy_lacking", params)}
     promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
+    latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
     gw.commit()
     total_lacking = sum(lacking.values())
     out = []
@@ -105,7 +111,8 @@ def figures(gw: db.Gateway, window: Window, pending: int, *, refetch: bool = Fal
         share = round(pending * lacking.get(project, 0) / total_lacking) if total_lacking else 0
         p = promised.get(project, {})
         promised_pending = p.get("promised", 0) if refetch else p.get("promised_lacking", 0)
-        out.append(ProjectFigures(project, n, min(share, n), p.get("promised", 0), promised_pending))
+        extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=refetch)
+        out.append(ProjectFigures(project, n, min(share, n), p.get("promised", 0), promised_pending, extends))
     return out
 
 

@@ -9,10 +9,11 @@ import psycopg
 import pytest
 
 import backfill
+from backfill import listing
 from backfill.config import Database, LangSmith, Window
 from backfill.runner import RunOptions
 from backfill.sandbox.fake_langsmith import FakeLangSmith
-from backfill.sandbox.traces import TraceRun, trace_feedback
+from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 
 from .helpers import canonical, invocations, raw_rows, seed_traces, status
 
@@ -52,6 +53,11 @@ def stored(dsn: str) -> dict[str, Any]:
 
 def states(dsn: str) -> dict[str, tuple[str, int]]:
     return {k: (v["state"], v["records"]) for k, v in status(dsn).items()}
+
+
+def listings(dsn: str) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute("SELECT * FROM feedback_backfill_listing ORDER BY id").fetchall()
 
 
 def forget(dsn: str) -> None:
@@ -212,4 +218,41 @@ def test_an_outage_and_a_rate_limit_during_the_listing_are_waited_out_and_the_re
         summary = go(dsn, fake, strategy="project", outage_wait_s=60)
     assert summary.exit_code == 0 and summary.strategy == "project", summary.lines()
     assert summary.outage_wait_s > 0 and summary.rate_limit_wait_s > 0
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_a_later_pass_lists_only_what_was_created_since_the_previous_one(dsn):
+    """What each --follow pass does: the rows archived since are applied from the records staged
+    before (listed then as runs outside the window) and from those created since."""
+    everything = list(trace_archive(TRACES + 50))
+    first, later = everything[:-500], everything[-500:]
+    with psycopg.connect(dsn) as conn:
+        copy_archive(conn, first)
+    with serve(everything) as fake:
+        want = expected(fake, everything)
+        go(dsn, fake, strategy="project")
+        (done,) = [r for r in listings(dsn) if r["project"] == "proj-a"]
+        with psycopg.connect(dsn) as conn:
+            copy_archive(conn, later)  # the extractor archived 500 more rows meanwhile
+        n = len(fake.feedback_requests())
+        summary = go(dsn, fake, strategy="project")
+        second = [r for r in fake.feedback_requests()[n:] if r.query.get("session") == [done["session_id"]]]
+    assert summary.examined == 500 and summary.strategy == "project"
+    assert second and all(
+        dt.datetime.fromisoformat(r.query["min_created_at"][0]) >= done["listed_to"] - listing.OVERLAP for r in second
+    )
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_refetch_lists_afresh_and_replaces_the_records_that_changed(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        go(dsn, fake, strategy="project")
+        changed = next(r.run_id for r in runs if fake.records_of(r.run_id))
+        recs = [{**x, "comment": "revised", "modified_at": x["created_at"]} for x in fake.records_of(changed)]
+        fake.set_feedback(changed, recs)
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project", refetch=True)
+    assert summary.strategy == "project" and not summary.fallbacks
+    assert stored(dsn)[changed] == want[changed] and want[changed][0]["comment"] == "revised"
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
