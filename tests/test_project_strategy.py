@@ -256,3 +256,16 @@ def test_refetch_lists_afresh_and_replaces_the_records_that_changed(dsn):
     assert summary.strategy == "project" and not summary.fallbacks
     assert stored(dsn)[changed] == want[changed] and want[changed][0]["comment"] == "revised"
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_status_says_the_strategy_and_the_requests_saved(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        summary = go(dsn, fake, strategy="project")
+    report = backfill.status(Database(dsn), Window.parse("14d"))
+    text = "\n".join(report.lines())
+    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in text
+    as_json = report.to_json()
+    assert as_json["runs"]["last"]["strategy"] == "project"
+    assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved
+    assert any(line.startswith("  strategy     project: ") for line in summary.lines())

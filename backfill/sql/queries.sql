@@ -498,7 +498,7 @@ SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)
 SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
        i.rows_pending_at_start, i.rows_examined, i.rows_enriched, i.rows_no_feedback,
        i.rows_failed, i.records_stored, i.api_requests, i.api_errors,
-       i.rate_limit_wait_s, i.outage_wait_s
+       i.rate_limit_wait_s, i.outage_wait_s, i.strategy, i.requests_saved
 FROM feedback_backfill_invocations AS i
 ORDER BY i.id;
 
