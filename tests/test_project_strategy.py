@@ -14,6 +14,7 @@ from backfill.config import Database, LangSmith, Window
 from backfill.runner import RunOptions
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
+from backfill.sql import grants
 
 from .helpers import canonical, invocations, raw_rows, seed_traces, status
 
@@ -269,3 +270,27 @@ def test_status_says_the_strategy_and_the_requests_saved(dsn):
     assert as_json["runs"]["last"]["strategy"] == "project"
     assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved
     assert any(line.startswith("  strategy     project: ") for line in summary.lines())
+
+
+def test_the_least_privilege_role_of_grants_sql_runs_the_project_strategy(dsn):
+    """sql/grants.sql covers the listing's tables: staging, its progress, and the DELETE of a fresh listing."""
+    runs = seed_traces(dsn, TRACES)
+    dbname = dsn.rsplit("/", 1)[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS backfill_lister")
+        conn.execute("CREATE ROLE backfill_lister LOGIN")
+        conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_lister")
+        conn.execute(grants("backfill_lister"))
+    lister = dsn.replace("postgresql://postgres@", "postgresql://backfill_lister@")
+    try:
+        with serve(runs) as fake:
+            want = expected(fake, runs)
+            first = go(lister, fake, strategy="project")
+            again = go(lister, fake, strategy="project", refetch=True)  # a fresh listing: DELETE of the staged
+        assert first.strategy == again.strategy == "project" and first.exit_code == again.exit_code == 0
+        assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY backfill_lister")
+            conn.execute("DROP ROLE backfill_lister")
