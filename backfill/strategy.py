@@ -91,6 +91,10 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     if asked == "project":
         return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}", n)
     ratio = f"{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
+    if f.promised == 0:
+        # stats promising nothing say nothing of the feedback there is (an archive extracted
+        # without feedback_stats looks the same): asked run by run, as before listing existed
+        return Choice(f.project, "runs", runs, runs, f"{ratio}: nothing to plan a listing by", n)
     if listed <= AUTO_RATIO * runs:
         return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}", n)
     return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)

@@ -168,7 +168,7 @@ def test_a_second_pass_lists_only_what_was_created_since_and_stays_exact(dsn, st
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
 
 
-def test_the_sampled_check_catches_a_listing_that_misses_records_and_falls_back_to_runs(dsn, caplog):
+def test_the_sampled_check_catches_a_listing_that_misses_records_and_falls_back_to_runs(dsn):
     runs = seed_traces(dsn, TRACES)
     with serve(runs) as fake:
         want = expected(fake, runs)
@@ -178,8 +178,8 @@ def test_the_sampled_check_catches_a_listing_that_misses_records_and_falls_back_
     assert all("missing from it" in why for why in summary.fallbacks.values()), summary.fallbacks
     assert summary.strategy == "runs" and summary.requests_saved == 0
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want  # exact all the same
-    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("proj-a: fetched run by run")]
-    assert len(warned) == 1 and "\n" not in warned[0]
+    said = [line for line in summary.lines() if line.startswith("  fallback     proj-a: the project listing differs")]
+    assert len(said) == 1 and "\n" not in summary.fallbacks["proj-a"]
     with psycopg.connect(dsn) as conn:
         fallbacks = conn.execute("SELECT project, fallback FROM feedback_backfill_listing ORDER BY id").fetchall()
     assert [p for p, why in fallbacks if why] == ["proj-a", "proj-b"]

@@ -645,7 +645,11 @@ SELECT current_user AS role,
        has_table_privilege(to_regclass('feedback_backfill_invocations'), 'UPDATE') AS invocations_update,
        has_table_privilege(to_regclass('feedback_backfill_lease'), 'SELECT') AS lease_select,
        has_table_privilege(to_regclass('feedback_backfill_lease'), 'INSERT') AS lease_insert,
-       has_table_privilege(to_regclass('feedback_backfill_lease'), 'UPDATE') AS lease_update;
+       has_table_privilege(to_regclass('feedback_backfill_lease'), 'UPDATE') AS lease_update,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'INSERT') AS listing_insert,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'UPDATE') AS listing_update,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'INSERT') AS staged_insert,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'DELETE') AS staged_delete;
 
 -- check_stored_size --
 -- Average size of the feedback_records we stored (jsonb, before TOAST compression) and of

@@ -44,3 +44,8 @@ def test_a_pass_extending_the_previous_listing_is_costed_by_the_pending_rows_pro
     big = ProjectFigures("proj-a", rows=40_000, pending=30_000, promised=8_000, promised_pending=600, extends=True)
     c = choose(big, "auto")
     assert c.strategy == "project" and c.records == 600
+
+
+def test_stats_promising_nothing_say_nothing_so_auto_asks_run_by_run() -> None:
+    c = choose(trace_shaped(10_000, 0), "auto")
+    assert c.strategy == "runs" and "nothing to plan a listing by" in c.why
