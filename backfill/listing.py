@@ -32,8 +32,10 @@ from .source import PAGE_LIMIT, BatchFailed, FeedbackSource, UrlTooLong, canonic
 SKEW = dt.timedelta(days=1)
 #: Records per slice, as planned from what feedback_stats promise (offsets stay below it).
 SLICE_RECORDS = 2000
-#: A slice needing more pages than this (far more records than planned) is halved instead.
-MAX_SLICE_PAGES = 40
+#: A slice needing more pages than this (three times the records planned) is halved instead;
+#: the pages it took are lost, so slices grow at most twofold from one to the next.
+MAX_SLICE_PAGES = 60
+GROWTH = 2.0
 #: A pass that extends the previous listing of a project lists again from this long before
 #: the previous one ended: a record committed late (created just before that moment, visible
 #: just after) is not lost; the records listed twice are staged once.
@@ -165,8 +167,8 @@ def list_all(
             continue
         _stage(gw, source, listing, records, b, invocation_id)
         a = b
-        # the next slice sized by what this one held: SLICE_RECORDS each, growing at most 4x
-        width = max(MIN_SLICE, width * min(4.0, max(0.25, SLICE_RECORDS / max(len(records), 1))))
+        # the next slice sized by what this one held: SLICE_RECORDS each, growing at most GROWTH-fold
+        width = max(MIN_SLICE, width * min(GROWTH, max(1 / GROWTH, SLICE_RECORDS / max(len(records), 1))))
     listing.listed_until = a
 
 

@@ -83,6 +83,9 @@ def measure(server: Server, template: str, url: str, strategy: str) -> dict[str,
         raise RuntimeError(f"{strategy}: exit {summary.exit_code}: {summary.lines()}")
     with psycopg.connect(db_url) as conn:
         row = conn.execute(DIGEST).fetchone()
+        listings = conn.execute(
+            "SELECT project, records, requests FROM feedback_backfill_listing ORDER BY id"
+        ).fetchall()
     server.drop(name)
     return {
         "strategy": summary.strategy,
@@ -95,6 +98,8 @@ def measure(server: Server, template: str, url: str, strategy: str) -> dict[str,
         "wall_s": wall,
         "digest": row[0] if row else None,
         "choices": summary.choices,
+        "listings": [f"{p} {n:,} records in {k:,} requests" for p, n, k in listings],
+        "sampled": summary.sampled,
     }
 
 
@@ -137,7 +142,13 @@ def figure(server: Server, traces: int, reviewed: float) -> list[str]:
             f"| {strategy} | {r['requests']:,} | {100 * r['requests'] / runs:.2f} | {listed} | {r['wall_s']:.1f} s"
             f" | {_duration(floor)} | {_duration(floor + r['wall_s'])} |"
         )
-    out += ["", "estimates said (--strategy project): " + "; ".join(results["project"]["choices"][:1]), ""]
+    p = results["project"]
+    out += [
+        "",
+        f"The listings: {'; '.join(p['listings'])}; {p['sampled']} runs sampled. Estimated beforehand: "
+        + "; ".join(p["choices"][:1]),
+        "",
+    ]
     return out
 
 
