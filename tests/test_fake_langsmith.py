@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import langsmith
+import psycopg
 import pytest
 import requests
 import urllib3
@@ -23,6 +24,8 @@ from langsmith import utils as ls_utils
 from backfill.sandbox import synthetic, traces
 from backfill.sandbox.fake_langsmith import FakeLangSmith, RunInfo
 from backfill.sandbox.fake_langsmith.listing import place
+
+from .helpers import seed_traces
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -669,3 +672,16 @@ def test_command_line_serves_a_trace_archive_and_listing_misses() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+
+
+def test_seed_traces_inserts_the_archive_as_built(dsn: str) -> None:
+    runs = seed_traces(dsn, 30, runs_per_trace=4, now=NOW)
+    assert runs == list(traces.trace_archive(30, runs_per_trace=4, now=NOW))
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute(
+            "SELECT run_id, trace_id, project, run_date, data->>'session_id', data FROM runs ORDER BY id"
+        ).fetchall()
+    assert [(str(r[0]), str(r[1]), r[2], r[3], r[4]) for r in stored] == [
+        (r.run_id, r.trace_id, r.project, r.run_date, r.info.session_id) for r in runs
+    ]
+    assert [r[5] for r in stored] == [r.document for r in runs]

@@ -135,12 +135,14 @@ def run_document(
     size_bytes: int = 0,
     *,
     with_session_id: bool = False,
+    stats: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """An archived run as the extractor left it: ``feedback_stats`` but no ``feedback_records``.
 
     With ``size_bytes > 0``, ``outputs["padding"]`` makes ``json.dumps(doc)`` about that long.
     ``with_session_id`` adds the project's id as the extractor stores it (``session_id``); off
-    by default so that the archives built before it stay byte-identical.
+    by default so that the archives built before it stay byte-identical. ``stats``: the
+    ``feedback_stats`` to store, when the run's feedback is not ``feedback_for_run``'s.
     """
     rng = _rng(run_id, "run")
     start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC) + dt.timedelta(
@@ -164,7 +166,7 @@ def run_document(
         "start_time": _iso(start),
         "end_time": _iso(end),
         "extra": {"metadata": {"synthetic": True}},
-        "feedback_stats": feedback_stats_for(feedback_for_run(run_id)),
+        "feedback_stats": feedback_stats_for(feedback_for_run(run_id)) if stats is None else stats,
     }
     if with_session_id:
         doc["session_id"] = session_id_for(project)

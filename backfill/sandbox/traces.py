@@ -107,14 +107,14 @@ def _trace(
     runs, at = [], start
     for k in range(runs_per_trace):
         run_id = root if k == 0 else child_id(seed, t, k)
-        doc = synthetic.run_document(run_id, root, project, run_date, size_bytes, with_session_id=True)
+        stats = synthetic.feedback_stats_for(feedback(run_id))
+        doc = synthetic.run_document(run_id, root, project, run_date, size_bytes, with_session_id=True, stats=stats)
         begins = start if k == 0 else at
         if k > 0:
             doc["run_type"], doc["name"] = CHILD_KINDS[(k - 1) % len(CHILD_KINDS)]
             at = begins + dt.timedelta(milliseconds=rng.randrange(50, 5000))
             doc["end_time"] = synthetic._iso(at)
         doc["start_time"] = synthetic._iso(begins)
-        doc["feedback_stats"] = synthetic.feedback_stats_for(feedback(run_id))
         runs.append(TraceRun(run_id, root, project, run_date, doc, RunInfo(run_id, session, begins, project)))
     runs[0].document["end_time"] = synthetic._iso(at + dt.timedelta(milliseconds=10))
     return runs

@@ -28,7 +28,7 @@ TENANT_ID = str(uuid.UUID(bytes=hashlib.sha256(b"fake-tenant").digest()[:16], ve
 LEVELS = ("run", "session")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     """A run the fake holds: its id, its project's (tracer session's) id, when it started.
 
@@ -209,7 +209,11 @@ class Catalog:
         with self._catalog_lock:
             for info in infos:
                 self._runs[info.run_id] = info
-                self._placed[info.run_id] = placed[info.run_id]
+                # only runs with records: a million runs, mostly without feedback, stay small
+                if placed[info.run_id]:
+                    self._placed[info.run_id] = placed[info.run_id]
+                else:
+                    self._placed.pop(info.run_id, None)
                 if info.project is not None:
                     self._names[info.session_id] = info.project
             self._listings.clear()
@@ -241,19 +245,23 @@ class Catalog:
         raise NotImplementedError
 
     def _placed_of(self, run_id: str) -> list[dict[str, Any]] | None:
+        """A cataloged run's placed records; None if it has none (the feedback function's
+        answer, ``[]``, stands) or is not cataloged."""
         with self._catalog_lock:
             return self._placed.get(run_id)
 
     def _listing_of(
-        self, session_id: str, served: Callable[[str], list[dict[str, Any]]]
+        self, session_id: str, served: Callable[[str], list[dict[str, Any]]], overridden: set[str]
     ) -> list[tuple[dt.datetime | None, dict[str, Any]]]:
         """Session ``session_id``'s records as served (``served``: a run's per-run answer),
-        newest first, ties by id (descending); built once, until the catalog changes."""
+        newest first, ties by id (descending); built once, until the catalog changes. Only the
+        runs with placed records or an override (``overridden``) can have any."""
         with self._catalog_lock:
             cached = self._listings.get(session_id)
             if cached is not None:
                 return cached
-            run_ids = [i.run_id for i in self._runs.values() if i.session_id == session_id]
+            candidates = self._placed.keys() | (overridden & self._runs.keys())
+            run_ids = sorted(r for r in candidates if self._runs[r].session_id == session_id)
             extra = list(self._session_level.get(session_id, []))
         entries = [(created_of(r), r) for run_id in run_ids for r in served(run_id)]
         entries += [(created_of(r), r) for r in extra]
@@ -267,11 +275,11 @@ class Catalog:
             self._listings.clear()
 
     def _list(
-        self, filters: Filters, served: Callable[[str], list[dict[str, Any]]]
+        self, filters: Filters, served: Callable[[str], list[dict[str, Any]]], overridden: set[str]
     ) -> list[tuple[dt.datetime | None, dict[str, Any]]]:
         """The listing's result set (before faults and paging), newest first."""
         sessions = filters.sessions or frozenset(self.sessions())
-        entries = [e for s in sorted(sessions) for e in self._listing_of(s, served)]
+        entries = [e for s in sorted(sessions) for e in self._listing_of(s, served, overridden)]
         if len(sessions) > 1:
             entries.sort(key=_newest_first, reverse=True)
         return [e for e in entries if filters.keeps(e[1], e[0])]

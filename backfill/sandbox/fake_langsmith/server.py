@@ -108,6 +108,12 @@ class FakeLangSmith(Faults, Catalog):
         """The records GET /feedback serves for ``run_id`` when no fault is injected."""
         return self._records_of(canonical(run_id))
 
+    def listed(self, **params: str | list[str]) -> list[dict[str, Any]]:
+        """The whole result set (all pages) GET /feedback with ``params`` answers, without
+        the HTTP faults (``listing_misses`` does apply): ``listed(session=sid, level="run")``."""
+        query = {k: list(v) if isinstance(v, list) else [str(v)] for k, v in params.items()}
+        return self._matching(parse_filters(query))
+
     def feedback_requests(self) -> list[RequestLog]:
         """The GET /feedback requests received so far."""
         with self._lock:
@@ -177,7 +183,9 @@ class FakeLangSmith(Faults, Catalog):
         """The answer's whole result set: the named runs' records in the order asked, or the
         catalog's listing newest first (listing.py); both filtered as the query says."""
         if filters.listing:
-            entries = self._list(filters, self._records_of)
+            with self._lock:
+                overridden = set(self._overrides)
+            entries = self._list(filters, self._records_of, overridden)
             with self._lock:
                 poisoned = any(r.get("run_id") in self._poisoned for _, r in entries)
             if poisoned:  # a listing that would carry a poisoned run's record fails like a request naming it
