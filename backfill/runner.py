@@ -293,6 +293,8 @@ class Runner:
         self.lease.check(self.gw)  # the lease names its invocation from the same commit on (`backfill status`)
         self.gw.commit()
         self.choices = strategy.plan(self.gw, o, summary)
+        self._record_strategy(strategy.used(self.choices, summary)[0], 0)  # a killed run's row says it too
+        self.gw.commit()
 
     def _finish(self, outcome: str, message: str | None) -> None:
         s, src = self.summary, self.source
@@ -318,16 +320,17 @@ class Runner:
                     "outage_wait_s": left[3],
                 },
             )
-            self.gw.execute(
-                "invocation_strategy",
-                {
-                    "invocation_id": s.invocation_id,
-                    "strategy": s.strategy,
-                    "requests_saved": s.requests_saved,
-                    "choice": db.Jsonb({c.project: c.strategy for c in self.choices}),
-                },
-            )
+            self._record_strategy(s.strategy, s.requests_saved)
             self.gw.commit()
+
+    def _record_strategy(self, name: str, saved: int) -> None:
+        params = {
+            "invocation_id": self.summary.invocation_id,
+            "strategy": name,
+            "requests_saved": saved,
+            "choice": db.Jsonb({c.project: c.strategy for c in self.choices}),
+        }
+        self.gw.execute("invocation_strategy", params)
 
     def batch(self, batch: list[Row], fetched: dict[str, list[dict[str, Any]] | str], asked: int | None = None) -> None:
         """Decide each row's outcome from what was ``fetched`` (``_fetch``, or staged: then ``asked``

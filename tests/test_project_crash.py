@@ -20,7 +20,7 @@ from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.fake_langsmith.listing import Filters
 from backfill.sandbox.traces import TraceRun, trace_feedback
 
-from .helpers import seed_traces, status, wait_for
+from .helpers import invocations, seed_traces, status, wait_for
 from .test_project_strategy import KEY, expected, serve, states, stored
 
 
@@ -114,6 +114,8 @@ def test_kill_9_during_the_apply_resumes_the_apply_without_listing_again_and_is_
         assert applied < len(runs), "the kill was meant to land inside the apply"
         killed = listings(dsn)
         assert killed[0]["completed_at"] is not None and killed[0]["applied_at"] is None
+        (row,) = invocations(dsn)  # the killed invocation's row says what it was doing
+        assert row["strategy"] == "project" and row["finished_at"] is None
         n = len(fake.feedback_requests())
         resumed = start(dsn, fake, "--delay-ms", "0")
         out, err = resumed.communicate(timeout=120)
