@@ -11,6 +11,7 @@ import pytest
 import backfill
 from backfill import listing
 from backfill.config import Database, LangSmith, Window
+from backfill.errors import WrongWorkspace
 from backfill.runner import RunOptions
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
@@ -294,3 +295,23 @@ def test_the_least_privilege_role_of_grants_sql_runs_the_project_strategy(dsn):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP OWNED BY backfill_lister")
             conn.execute("DROP ROLE backfill_lister")
+
+
+def test_a_key_of_another_workspace_stops_the_run_as_in_the_runs_strategy(dsn):
+    runs = seed_traces(dsn, TRACES)
+    before = raw_rows(dsn)
+    with serve(runs) as fake:
+        fake.empty_all = True  # another workspace: [] for every request, listings included
+        with pytest.raises(WrongWorkspace):
+            go(dsn, fake, strategy="project")
+    assert raw_rows(dsn) == before and status(dsn) == {}  # nobody written off
+
+
+def test_a_server_ignoring_offset_makes_the_listing_halve_its_slices_and_the_result_stays_exact(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        want = expected(fake, runs)
+        fake.ignore_offset()  # every page is the first: a full page brings nothing new
+        summary = go(dsn, fake, strategy="project")
+    assert summary.exit_code == 0 and summary.strategy == "project" and not summary.fallbacks
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
