@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import psycopg
@@ -12,12 +13,13 @@ import backfill
 from backfill import listing
 from backfill.config import Database, LangSmith, Window
 from backfill.errors import WrongWorkspace
+from backfill.follow import follow
 from backfill.runner import RunOptions
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 from backfill.sql import grants
 
-from .helpers import canonical, invocations, raw_rows, seed_traces, status
+from .helpers import canonical, invocations, raw_rows, seed_traces, status, wait_for
 
 KEY = "lsv2_project_key_0123"
 TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots
@@ -314,4 +316,38 @@ def test_a_server_ignoring_offset_makes_the_listing_halve_its_slices_and_the_res
         fake.ignore_offset()  # every page is the first: a full page brings nothing new
         summary = go(dsn, fake, strategy="project")
     assert summary.exit_code == 0 and summary.strategy == "project" and not summary.fallbacks
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_follow_with_the_project_strategy_lists_each_pass_only_what_was_created_since(dsn):
+    everything = list(trace_archive(TRACES + 50))
+    first, later = everything[:-500], everything[-500:]
+    with psycopg.connect(dsn) as conn:
+        copy_archive(conn, first)
+
+    def finished() -> list[dict[str, Any]]:
+        return [i for i in invocations(dsn) if i["finished_at"] is not None]
+
+    with serve(everything) as fake:
+        want = expected(fake, everything)
+        stop = threading.Event()
+        options = RunOptions(window=Window.parse("14d"), delay_ms=0, strategy="project")
+        lang = LangSmith(api_key=KEY, endpoint=fake.url, timeout_s=5.0)
+        args = (Database(dsn), lang, options, "14d", None, 0.2)
+        loop = threading.Thread(target=follow, args=args, kwargs={"stop": stop})
+        loop.start()
+        try:
+            wait_for(finished, 60, "the first pass")
+            n = len(fake.feedback_requests())
+            with psycopg.connect(dsn) as conn:
+                copy_archive(conn, later)
+            wait_for(lambda: any(i["rows_examined"] == 500 for i in finished()), 60, "a pass over the 500 new rows")
+        finally:
+            stop.set()
+            loop.join(30)
+        (done, *_) = [r for r in listings(dsn) if r["project"] == "proj-a"]
+        since = [r for r in fake.feedback_requests()[n:] if r.query.get("session") == [done["session_id"]]]
+    assert since and all(
+        dt.datetime.fromisoformat(r.query["min_created_at"][0]) >= done["listed_to"] - listing.OVERLAP for r in since
+    )
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
