@@ -27,6 +27,11 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("settled_select", "SELECT on feedback_backfill_settled"),
         ("settled_insert", "INSERT on feedback_backfill_settled"),
         ("settled_update", "UPDATE on feedback_backfill_settled"),
+        # the project strategy (fb0007): its listings' progress and the records it stages
+        ("listing_insert", "INSERT on feedback_backfill_listing"),
+        ("listing_update", "UPDATE on feedback_backfill_listing"),
+        ("staged_insert", "INSERT on feedback_backfill_staged"),
+        ("staged_delete", "DELETE on feedback_backfill_staged"),
     ],
     "status": [
         ("runs_select", "SELECT on runs"),

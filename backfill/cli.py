@@ -40,6 +40,7 @@ from .cli_params import (
     RunDryRun,
     Since,
     StatusFormat,
+    Strategy,
     Timeout,
     Until,
     WorkspaceId,
@@ -133,6 +134,7 @@ def run_command(
     interval: Interval = "5m",
     outage_wait: OutageWait = "10m",
     log_format: LogFormat = "text",
+    strategy: Strategy = "auto",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
     if log_format not in logs.FORMATS:
@@ -149,6 +151,7 @@ def run_command(
         refetch=refetch,
         replace_extractor_records=replace_extractor_records,
         outage_wait_s=_duration_or_zero(outage_wait, "--outage-wait"),
+        strategy=strategy,
     )
     if timeout <= 0:
         raise UsageError("--timeout must be positive")

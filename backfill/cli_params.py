@@ -58,6 +58,15 @@ ReplaceExtractorRecords = Annotated[
         " (revert restores them byte for byte).",
     ),
 ]
+Strategy = Annotated[
+    str,
+    typer.Option(
+        help="How feedback comes in: runs (every run of the window named in some request, ~1 request per 100"
+        " runs), project (each project's run-level feedback listed by creation time since the window began,"
+        " ~1 request per 100 records, checked against a sample), or auto (per project, whichever the"
+        " database's feedback_stats say is cheaper; said in the first lines and in --dry-run).",
+    ),
+]
 Follow = Annotated[
     bool, typer.Option("--follow", help="Keep enriching new rows, a pass every --interval, until SIGTERM.")
 ]

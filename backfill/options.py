@@ -34,6 +34,8 @@ class RunOptions:
     outage_wait_s: float = 600.0
     #: the first wait on a 429 without Retry-After (doubling to 60 s); see backfill/source.py
     rate_limit_first_s: float = 10.0
+    #: --strategy: auto (per project, from what the database knows), runs, or project (backfill/strategy.py)
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         checks = [
@@ -45,6 +47,8 @@ class RunOptions:
             (self.refetch or not self.replace_extractor_records, "--replace-extractor-records needs --refetch"),
             (self.outage_wait_s >= 0, "--outage-wait must be 0 or more"),
             (self.rate_limit_first_s >= 0, "rate_limit_first_s must be 0 or more"),
+            (self.strategy in ("auto", "runs", "project"), "--strategy must be auto, runs or project"),
+            (self.strategy != "project" or self.limit is None, "--limit works with --strategy runs or auto (runs)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -76,6 +80,14 @@ class RunSummary:
     outage_wait_s: float = 0.0  # seconds spent backing off failing requests and outage probes
     runs_fetched: int = 0  # valid rows whose feedback was asked of the API
     records_fetched: int = 0  # records the API returned for them
+    #: the strategy used (runs, project, mixed), auto's choice as said, and what listing saved
+    strategy: str = "runs"
+    choices: list[str] = field(default_factory=list)
+    requests_saved: int = 0  # against the runs strategy's estimate for the same rows
+    listed_records: int = 0  # records the project listings staged
+    listed_outside: int = 0  # ... of runs that are not rows of the window: never written
+    sampled: int = 0  # runs of the sampled checks
+    fallbacks: dict[str, str] = field(default_factory=dict)  # project -> why it was fetched run by run
 
     def add(self, written: Written) -> None:
         """Count a batch the store wrote."""
@@ -122,6 +134,7 @@ class RunSummary:
                 f"  API requests {self.api_requests} ({self.api_errors} failed) for {self.runs_fetched} run(s)"
                 f" and {self.records_fetched} record(s); lower bound {self.lower_bound}",
             ]
+            out += self._strategy_lines()
             if self.rate_limit_wait_s or self.outage_wait_s:
                 out.append(
                     f"  waited       {self.rate_limit_wait_s:.1f}s on rate limits (429),"
@@ -133,4 +146,16 @@ class RunSummary:
                 out.append(f"  skipped      {self.skipped} row(s) held or changed by another writer (next run)")
         else:
             out.append(f"  invalid      {self.would_be_invalid} row(s) would be recorded invalid, without an API call")
+            out += [f"  strategy     {line}" for line in self.choices[:1]] + [f"    {c}" for c in self.choices[1:]]
+        return out
+
+    def _strategy_lines(self) -> list[str]:
+        if self.strategy == "runs" and not self.fallbacks:
+            return [f"  strategy     runs ({self.choices[0]})"] if self.choices[:1] else []
+        out = [
+            f"  strategy     {self.strategy}: {self.requests_saved:,} request(s) saved against run by run;"
+            f" {self.listed_records:,} record(s) listed, {self.listed_outside:,} of runs outside the window"
+            f" (ignored), {self.sampled} run(s) sampled"
+        ]
+        out += [f"  fallback     {p}: {why}" for p, why in self.fallbacks.items()]
         return out

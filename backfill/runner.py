@@ -16,13 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from . import db, logs
+from . import db, logs, stage, strategy
 from .ahead import Ahead
 from .config import Database, LangSmith
 from .errors import BackfillError, DatabaseError, Interrupted, UsageError, WrongWorkspace
@@ -102,6 +102,7 @@ def _dry_run(
 ) -> None:
     since = refetch_since(gw) if options.refetch else None
     summary.pending_at_start = count_pending(gw, options, since)
+    strategy.plan(gw, options, summary)
     for batch in walk(gw, options, since):
         for row in batch:
             summary.examined += 1
@@ -153,6 +154,8 @@ class Runner:
             rate_limit_first_s=options.rate_limit_first_s,
         )
         self.refetch_since: dt.datetime | None = None
+        #: each project's strategy (``strategy.plan``); empty: the runs strategy over the window as asked
+        self.choices: list[strategy.Choice] = []
         # records promised by the runs fetched so far, and received for them (``pack.scaled``)
         self.promised = self.received = 0
         self.settling = Settling()  # the days this walk may mark settled (``settle``)
@@ -167,7 +170,7 @@ class Runner:
         total = self.summary.pending_at_start if o.limit is None else min(o.limit, self.summary.pending_at_start)
         bar = tqdm(total=total, disable=not o.progress, file=self.err, unit="row", dynamic_ncols=True)
         try:
-            self._pipeline(bar)
+            self._strategies(bar)
         except Interrupted:
             pass
         except DatabaseError as exc:
@@ -187,25 +190,45 @@ class Runner:
             self.summary.interrupted_by = self.signals.signum  # None: the caller's stop, no signal
         self._finish(self.summary.outcome, None)
 
-    def _pipeline(self, bar: tqdm[Any]) -> None:
-        """Batch N is checked, patched and checkpointed while the request of batch N+1 is on the wire.
+    def _strategies(self, bar: tqdm[Any]) -> None:
+        """The projects listed (``stage``) one after the other, then the others run by run.
+
+        Without a project to list, the runs strategy walks the window exactly as asked.
+        """
+        listed = [c for c in self.choices if c.strategy == "project"]
+        if not listed:
+            self.pipeline(bar, self.options)
+            return
+        # no walk of the whole window as asked: no day may be marked settled (``settle``)
+        self.settling = Settling()
+        for choice in listed:
+            stage.run_project(self, choice, bar)
+            if self.signals.stop.is_set():
+                return
+        rest = tuple(c.project for c in self.choices if c.strategy == "runs")
+        if rest:
+            self.pipeline(bar, replace(self.options, window=replace(self.options.window, projects=rest)))
+
+    def pipeline(self, bar: tqdm[Any], options: RunOptions) -> None:
+        """The runs strategy over ``options``' window: batch N is checked, patched and checkpointed
+        while the request of batch N+1 is on the wire.
 
         Only the fetch runs ahead (``ahead.Ahead``, one batch, the worker alone uses the
         source); reads and writes stay on this thread. After a stop, the batch fetched ahead
         is not written: nothing of it is marked, as nothing of a batch in flight ever was.
         """
-        batches = self._requests()
+        batches = self._requests(options)
         current = next(batches, None)
         pending = Ahead(partial(self._fetch, current)) if current else None
         try:
             while current is not None and pending is not None:
                 fetched = pending.result()
                 pending = None
-                self._check_workspace([r for r in current if r.run_id in fetched], fetched)
+                self.check_workspace([r for r in current if r.run_id in fetched], fetched)
                 upcoming = None if self.signals.stop.is_set() else next(batches, None)
                 if upcoming is not None:
                     pending = Ahead(partial(self._fetch, upcoming))
-                self._batch(current, fetched)
+                self.batch(current, fetched)
                 bar.update(len(current))
                 if self.signals.stop.is_set():
                     break
@@ -221,7 +244,7 @@ class Runner:
         run_ids = [r.run_id for r in batch if invalid(r) is None]
         return fetch_isolating(self.source, run_ids) if run_ids else {}
 
-    def _requests(self) -> Iterator[list[Row]]:
+    def _requests(self, options: RunOptions) -> Iterator[list[Row]]:
         """The walk's rows regrouped by ``pack``: the rows of one request are written together.
 
         A request is sent once it is closed (the next run promising records did not fit, or it
@@ -229,7 +252,7 @@ class Runner:
         request's rows are held over between reads.
         """
         held: list[Row] = []
-        for batch in walk(self.gw, self.options, self.refetch_since, self.settling):
+        for batch in walk(self.gw, options, self.refetch_since, self.settling):
             held += batch
             most = min(self.source.max_ids, self.options.batch_size)
             sizes = pack(self._promises(held), most)
@@ -276,6 +299,9 @@ class Runner:
         )
         self.lease.check(self.gw)  # the lease names its invocation from the same commit on (`backfill status`)
         self.gw.commit()
+        self.choices = strategy.plan(self.gw, o, summary)
+        self._record_strategy(strategy.used(self.choices, summary)[0], 0)  # a killed run's row says it too
+        self.gw.commit()
 
     def _finish(self, outcome: str, message: str | None) -> None:
         s, src = self.summary, self.source
@@ -283,6 +309,7 @@ class Runner:
         s.dropped = src.stray + src.duplicates
         s.rate_limit_wait_s, s.outage_wait_s = src.rate_limit_wait, src.outage_wait
         s.records_fetched = src.records_received
+        s.strategy, s.requests_saved = strategy.used(self.choices, s)
         left = src.unrecorded()
         # The connection may be gone (that may be why we are here): then the invocation row
         # simply stays unfinished, as after a kill; the lease is released by its own connection.
@@ -300,10 +327,21 @@ class Runner:
                     "outage_wait_s": left[3],
                 },
             )
+            self._record_strategy(s.strategy, s.requests_saved)
             self.gw.commit()
 
-    def _batch(self, batch: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
-        """Decide each row's outcome from what was ``fetched`` (``_fetch``), then write the batch."""
+    def _record_strategy(self, name: str, saved: int) -> None:
+        params = {
+            "invocation_id": self.summary.invocation_id,
+            "strategy": name,
+            "requests_saved": saved,
+            "choice": db.Jsonb({c.project: c.strategy for c in self.choices}),
+        }
+        self.gw.execute("invocation_strategy", params)
+
+    def batch(self, batch: list[Row], fetched: dict[str, list[dict[str, Any]] | str], asked: int | None = None) -> None:
+        """Decide each row's outcome from what was ``fetched`` (``_fetch``, or staged: then ``asked``
+        of the rows were fetched from the API), then write the batch."""
         o, source = self.options, self.source
         outcomes: dict[str, Outcome] = {}
         to_fetch: list[Row] = []
@@ -314,7 +352,7 @@ class Runner:
             else:
                 to_fetch.append(row)
         if to_fetch:
-            self.summary.runs_fetched += len(to_fetch)
+            self.summary.runs_fetched += len(to_fetch) if asked is None else asked
             answered = [r for r in to_fetch if not isinstance(fetched[r.run_id], str)]
             self.promised += sum(_promise(r) for r in answered)
             self.received += sum(len(fetched[r.run_id]) for r in answered)
@@ -346,7 +384,7 @@ class Runner:
         ready = self.settling.written((r.run_date for r in batch), skipped)
         self.settling.mark(self.gw, ready, self.summary.invocation_id)
 
-    def _check_workspace(self, rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
+    def check_workspace(self, rows: list[Row], fetched: dict[str, list[dict[str, Any]] | str]) -> None:
         """Stop (``WrongWorkspace``) if the API key is not the workspace the runs came from.
 
         A batch where most runs whose feedback_stats promise records come back empty raises

@@ -251,7 +251,7 @@ class FeedbackSource:
         offset = 0
         pages = 0
         while True:
-            page = self._page(asked, offset)
+            page = self.get_page({"run": asked, "limit": PAGE_LIMIT, "offset": offset})
             pages += 1
             new = 0
             for rec in page:
@@ -276,12 +276,13 @@ class FeedbackSource:
                 raise BatchFailed("paging did not advance", self.requests_sent)
             offset += len(page)
 
-    def _page(self, run_ids: list[str], offset: int) -> list[Any]:
+    def get_page(self, params: dict[str, Any], path: str = "/feedback") -> list[Any]:
+        """One page (a JSON array) of GET ``path`` with these query parameters, through every guard above."""
         failures = 0  # refused or malformed answers to this request
         unavailable = 0  # gateway errors, timeouts, lost connections of this request
         while True:
             try:
-                return self._attempt(run_ids, offset, PAGE_LIMIT)
+                return self._attempt(params, path)
             except _Failed as f:
                 if f.kind == "rate_limit":
                     self._rate_limited(f)
@@ -322,7 +323,7 @@ class FeedbackSource:
         step = 0
         while True:
             try:
-                self._attempt([self._known_good or str(uuid.uuid4())], 0, 1)
+                self._attempt({"run": [self._known_good or str(uuid.uuid4())], "limit": 1, "offset": 0})
                 return step == 0
             except _Failed as f:
                 if f.kind == "rate_limit":
@@ -335,12 +336,12 @@ class FeedbackSource:
                 raise self._unavailable(detail, waited=True)
             self._wait_outage(wait)
 
-    def _attempt(self, run_ids: list[str], offset: int, limit: int) -> list[Any]:
+    def _attempt(self, params: dict[str, Any], path: str = "/feedback") -> list[Any]:
         """One paced request: the JSON array, or ``_Failed``; auth failures stop everything."""
         self.pacer.wait_turn()
         self.requests_sent += 1
         try:
-            response = self._get(run_ids, offset, limit)
+            response = self._get(params, path)
             self.answered = True
             body = response.json()
             if not isinstance(body, list):
@@ -365,8 +366,8 @@ class FeedbackSource:
         self.pacer.succeeded()
         return body
 
-    def _get(self, run_ids: list[str], offset: int, limit: int = PAGE_LIMIT) -> Response:
-        """One GET /feedback, through the client (its auth and workspace headers, its session).
+    def _get(self, params: dict[str, Any], path: str = "/feedback") -> Response:
+        """One GET (of /feedback, unless told), through the client (its auth and workspace headers, its session).
 
         The request runs in a daemon thread while this one watches ``abandon``: a second signal
         gives the request up at once (``Interrupted``), at this known point rather than from
@@ -377,12 +378,7 @@ class FeedbackSource:
 
         def call() -> None:
             try:
-                box["response"] = self.client.request_with_retries(
-                    "GET",
-                    "/feedback",
-                    params={"run": run_ids, "limit": limit, "offset": offset},
-                    stop_after_attempt=1,
-                )
+                box["response"] = self.client.request_with_retries("GET", path, params=params, stop_after_attempt=1)
             except BaseException as exc:  # handed to the caller's thread as it is
                 box["error"] = exc
             finally:

@@ -211,6 +211,8 @@ def _invocations(rows: list[dict[str, Any]], lock_held: bool) -> list[Invocation
                 params=r["params"] if isinstance(r["params"], dict) else {},
                 rate_limit_wait_s=float(r.get("rate_limit_wait_s") or 0.0),
                 outage_wait_s=float(r.get("outage_wait_s") or 0.0),
+                strategy=r.get("strategy"),
+                requests_saved=int(r.get("requests_saved") or 0),
             )
         )
     return runs

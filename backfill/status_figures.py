@@ -149,6 +149,8 @@ class Invocation:
     params: dict[str, Any]
     rate_limit_wait_s: float = 0.0
     outage_wait_s: float = 0.0
+    strategy: str | None = None  # runs, project or mixed (fb0007; None before)
+    requests_saved: int = 0  # against the runs strategy's estimate (project listings)
 
     @property
     def elapsed(self) -> dt.timedelta:

@@ -151,6 +151,8 @@ def _run_lines(self: StatusReport) -> list[str]:
             f"    examined {run.rows_examined:,} rows: {rate} rows/s; {run.records_stored:,} records stored",
             f"    API {run.api_requests:,} requests, {run.api_errors:,} failed ({_pct(run.api_error_rate)} error rate)",
         ]
+        if run.strategy in ("project", "mixed"):
+            out.append(f"    strategy {run.strategy}: {run.requests_saved:,} request(s) saved against run by run")
         if run.rate_limit_wait_s or run.outage_wait_s:
             out.append(
                 f"    waited {duration(run.rate_limit_wait_s)} on rate limits (429),"
@@ -331,6 +333,8 @@ def _run_json(run: Invocation) -> dict[str, Any]:
         "api_error_rate": run.api_error_rate,
         "rate_limit_wait_s": run.rate_limit_wait_s,
         "outage_wait_s": run.outage_wait_s,
+        "strategy": run.strategy,
+        "requests_saved": run.requests_saved,
         "params": {
             k: run.params.get(k) for k in ("since", "until", "projects", "batch_size", "delay_ms", "max_attempts")
         },

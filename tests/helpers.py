@@ -13,6 +13,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from backfill.sandbox import synthetic
+from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -55,6 +56,16 @@ def seed(
             insert(conn, doc)
             ids.append(run_id)
     return ids
+
+
+def seed_traces(dsn: str, traces: int, **kwargs: Any) -> list[TraceRun]:
+    """Insert a trace-shaped archive (``backfill.sandbox.traces.trace_archive(traces, **kwargs)``)
+    and return its runs (serve them with ``FakeLangSmith(feedback=trace_feedback(...))`` and
+    ``fake.add_runs(r.info for r in runs)``)."""
+    runs = list(trace_archive(traces, **kwargs))
+    with psycopg.connect(dsn) as conn:
+        copy_archive(conn, runs)
+    return runs
 
 
 def insert(conn: psycopg.Connection, doc: Any, **columns: Any) -> None:

@@ -35,6 +35,8 @@ def cli():
         (["--delay-ms", "-1"], "--delay-ms must be 0 or more"),
         (["--max-attempts", "0"], "--max-attempts must be 1 or more"),
         (["--limit", "0"], "--limit must be 1 or more"),
+        (["--strategy", "fastest"], "--strategy must be auto, runs or project"),
+        (["--strategy", "project", "--limit", "10"], "--limit works with --strategy runs or auto (runs)"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(cli, args, message):
@@ -141,3 +143,12 @@ def test_dry_run_lists_rows_on_stdout(cli, dsn):
 def test_version_and_help(cli):
     assert cli.invoke(app, ["--version"]).stdout.strip() == "feedback-backfill 0.1.0"
     assert "Example:" in cli.invoke(app, ["run", "--help"]).stdout
+
+
+def test_dry_run_says_the_strategy_and_its_expected_requests(cli, dsn):
+    seed(dsn, 4, days=1)
+    result = cli.invoke(app, ["run", "--dry-run", "--strategy", "project"], env={"DATABASE_URL": dsn})
+    assert result.exit_code == 0
+    assert "strategy project: project listing for 1 of 1 project(s), ~" in result.stderr  # the first lines
+    assert "  strategy     project listing for 1 of 1 project(s)" in result.stderr  # and the summary
+    assert "    proj-a: project, ~" in result.stderr

@@ -10,17 +10,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import langsmith
+import psycopg
 import pytest
 import requests
 import urllib3
 from langsmith import utils as ls_utils
 
-from backfill.sandbox import synthetic
-from backfill.sandbox.fake_langsmith import FakeLangSmith
+from backfill.sandbox import synthetic, traces
+from backfill.sandbox.fake_langsmith import FakeLangSmith, RunInfo
+from backfill.sandbox.fake_langsmith.listing import place
+
+from .helpers import seed_traces
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -398,3 +403,285 @@ def test_command_line_fault_modes() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+
+
+# project listings (issue 17): the run catalog, session=, level, min/max_created_at, /sessions
+
+NOW = dt.datetime(2026, 6, 15, 12, 30, tzinfo=dt.UTC)
+ARCHIVE = list(traces.trace_archive(80, runs_per_trace=5, days=7, reviewed=0.6, now=NOW))
+PROJ_A, PROJ_B = synthetic.session_id_for("proj-a"), synthetic.session_id_for("proj-b")
+
+
+@pytest.fixture
+def held() -> Iterator[FakeLangSmith]:
+    """The fake holding ARCHIVE, as a trace-archive test serves it."""
+    with FakeLangSmith(KEY, feedback=traces.trace_feedback(reviewed=0.6)) as server:
+        server.add_runs(r.info for r in ARCHIVE)
+        yield server
+
+
+def served_ids(answer: Iterable[Any]) -> list[str]:
+    return [str(f.id) if hasattr(f, "id") else f["id"] for f in answer]
+
+
+def listing(fake: FakeLangSmith, **params: object) -> list[dict]:
+    """A whole listing through raw requests of ``limit`` (default 100), page by page."""
+    limit, out = int(params.pop("limit", 100)), []  # type: ignore[call-overload]
+    while True:
+        page = raw(fake, limit=limit, offset=len(out), **params).json()
+        out += page
+        if len(page) < limit:
+            return out
+
+
+def test_trace_archive_shape() -> None:
+    assert ARCHIVE == list(traces.trace_archive(80, runs_per_trace=5, days=7, reviewed=0.6, now=NOW))
+    feedback = traces.trace_feedback(reviewed=0.6)
+    roots = [r for r in ARCHIVE if r.run_id == r.trace_id]
+    assert len(ARCHIVE) == 400 and len(roots) == 80 and len({r.run_id for r in ARCHIVE}) == 400
+    assert all(feedback(r.run_id) == [] for r in ARCHIVE if r.run_id != r.trace_id)
+    reviewed = [r for r in roots if feedback(r.run_id)]
+    assert 0.4 <= len(reviewed) / len(roots) <= 0.8
+    assert {len(feedback(r.run_id)) for r in reviewed} <= {1, 2, 3}
+    for r in ARCHIVE:
+        doc = r.document
+        assert (doc["run_id"], doc["trace_id"], doc["project"], doc["run_date"]) == (
+            r.run_id,
+            r.trace_id,
+            r.project,
+            r.run_date.isoformat(),
+        )
+        assert doc["session_id"] == r.info.session_id == synthetic.session_id_for(r.project)
+        assert doc["feedback_stats"] == synthetic.feedback_stats_for(feedback(r.run_id))
+        assert doc["parent_run_id"] == (None if r.run_id == r.trace_id else r.trace_id)
+        assert doc["start_time"] == synthetic._iso(r.info.start_time) and r.info.project == r.project
+        assert r.info.start_time <= NOW - dt.timedelta(hours=1) and r.info.start_time.date() == r.run_date
+    assert {r.project for r in roots} == {"proj-a", "proj-b"}
+    assert {r.run_date for r in roots if r.project == "proj-a"} == {NOW.date() - dt.timedelta(days=d) for d in range(7)}
+    # the archives built before keep their bytes: no session_id unless asked
+    plain = synthetic.run_document(RUNS[0], RUNS[0], "proj-a", dt.date(2026, 3, 1))
+    assert "session_id" not in plain
+    with_id = synthetic.run_document(RUNS[0], RUNS[0], "proj-a", dt.date(2026, 3, 1), with_session_id=True)
+    assert with_id == {**plain, "session_id": PROJ_A}
+    assert PROJ_A == synthetic.session_id_for("proj-a") != PROJ_B
+
+
+def test_listing_is_the_union_of_the_per_run_answers(held: FakeLangSmith) -> None:
+    c = client(held)
+    for project, session in (("proj-a", PROJ_A), ("proj-b", PROJ_B)):
+        runs = [r for r in ARCHIVE if r.project == project]
+        per_run = {rec["id"]: rec for r in runs for rec in raw(held, run=[r.run_id]).json()}
+        listed = listing(held, session=session, level="run")
+        assert len(per_run) > 20 and {r["id"]: r for r in listed} == per_run and len(listed) == len(per_run)
+        assert sorted(served_ids(c.list_feedback(session=session))) == sorted(per_run)
+        starts = {r.run_id: r.info.start_time for r in runs}
+        for rec in listed:
+            created, modified = (dt.datetime.fromisoformat(rec[k]) for k in ("created_at", "modified_at"))
+            assert rec["session_id"] == session and rec["run_id"] in starts
+            assert starts[rec["run_id"]] < created <= modified <= NOW  # the horizon: latest start + 1 h
+            assert rec == next(r for r in held.records_of(rec["run_id"]) if r["id"] == rec["id"])
+    both = listing(held)  # no session: every cataloged project
+    assert len(both) == sum(len(held.records_of(r.run_id)) for r in ARCHIVE)
+
+
+def test_reviews_come_minutes_to_hours_after_the_run_and_some_days_later() -> None:
+    feedback = traces.trace_feedback()
+    far = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # a horizon that clamps nothing
+    delays = [
+        dt.datetime.fromisoformat(rec["created_at"]) - r.info.start_time
+        for r in traces.trace_archive(400, runs_per_trace=1, now=NOW)
+        for rec in place(feedback(r.run_id), r.info, far)
+    ]
+    assert min(delays) > dt.timedelta(0) and max(delays) > dt.timedelta(days=1)
+    assert sum(d < dt.timedelta(hours=8) for d in delays) > len(delays) / 2
+    info = RunInfo(RUNS[0], PROJ_A, NOW - dt.timedelta(minutes=5))
+    placed = place(records(RUNS[0], 3), info, NOW)  # clamped: between the start and the horizon, in order
+    created = [dt.datetime.fromisoformat(r["created_at"]) for r in placed]
+    assert info.start_time < created[0] < created[1] < created[2] <= NOW
+    assert all(r["session_id"] == PROJ_A and r["modified_at"] >= r["created_at"] for r in placed)
+
+
+def test_runs_outside_the_catalog_are_answered_per_run_but_never_listed(held: FakeLangSmith) -> None:
+    held.set_feedback(RUNS[0], records(RUNS[0], 2))
+    assert len(raw(held, run=[RUNS[0]]).json()) == 2
+    assert RUNS[0] not in {r["run_id"] for r in listing(held)}
+    assert raw(held, run=[RUNS[0]], session=PROJ_A).json() == []
+    with FakeLangSmith(KEY) as bare:  # no catalog: a request naming no run answers [] as before
+        assert raw(bare).json() == [] and raw(bare, session=PROJ_A).json() == []
+
+
+def test_run_and_session_and_created_at_combine_as_and(held: FakeLangSmith) -> None:
+    a = next(r for r in ARCHIVE if r.project == "proj-a" and len(held.records_of(r.run_id)) >= 2)
+    recs = held.records_of(a.run_id)
+    assert raw(held, run=[a.run_id], session=PROJ_A).json() == recs
+    assert raw(held, run=[a.run_id], session=PROJ_B).json() == []
+    assert raw(held, run=[a.run_id], session=[PROJ_B, PROJ_A]).json() == recs
+    first = recs[0]["created_at"]
+    assert raw(held, run=[a.run_id], max_created_at=first).json() == recs[:1]
+    assert raw(held, run=[a.run_id], min_created_at=recs[1]["created_at"]).json() == recs[1:]
+    assert raw(held, session=PROJ_A, min_created_at=first, max_created_at=first).json() == recs[:1]
+    # an override of a cataloged run is what its listing serves too
+    held.set_feedback(a.run_id, recs[:1])
+    assert recs[1]["id"] not in served_ids(listing(held, session=PROJ_A))
+
+
+def test_listing_order_newest_first_ties_by_id_and_stable(held: FakeLangSmith) -> None:
+    a, b = [r.run_id for r in ARCHIVE if r.project == "proj-a" and r.run_id == r.trace_id][:2]
+    tie = "2026-06-10T10:00:00.000000Z"
+    held.set_feedback(a, [{**records(a, 1)[0], "id": "00000000-0000-4000-8000-00000000000a", "created_at": tie}])
+    held.set_feedback(b, [{**records(b, 1)[0], "id": "00000000-0000-4000-8000-00000000000b", "created_at": tie}])
+    full = listing(held, session=PROJ_A)
+    keys = [(dt.datetime.fromisoformat(r["created_at"]), r["id"]) for r in full]
+    assert keys == sorted(keys, reverse=True)
+    tied = [r["id"] for r in full if r["created_at"] == tie]
+    assert tied == ["00000000-0000-4000-8000-00000000000b", "00000000-0000-4000-8000-00000000000a"]
+    assert listing(held, session=PROJ_A, limit=7) == full == listing(held, session=PROJ_A)
+    assert served_ids(client(held).list_feedback(session=PROJ_A)) == [r["id"] for r in full]
+
+
+def test_created_at_slices_partition_the_listing(held: FakeLangSmith) -> None:
+    full = listing(held, session=PROJ_B)
+    instants = sorted(dt.datetime.fromisoformat(r["created_at"]) for r in full)
+    cuts = [instants[0], instants[len(instants) // 3], instants[len(instants) // 2], instants[-1]]
+    cuts += [cuts[-1] + dt.timedelta(microseconds=1)]
+    sliced: list[dict] = []
+    for lo, hi in zip(cuts, cuts[1:], strict=False):  # [lo, hi): max is inclusive, so hi - 1 us
+        top = (hi - dt.timedelta(microseconds=1)).isoformat()
+        sliced += listing(held, session=PROJ_B, min_created_at=lo.isoformat(), max_created_at=top, limit=9)
+    assert sorted(r["id"] for r in sliced) == sorted(r["id"] for r in full) and len(sliced) == len(full)
+    # with Z, with an offset, naive (UTC), with a space: the same instant
+    at = instants[len(instants) // 2]
+    forms = [at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), at.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()]
+    forms += [at.replace(tzinfo=None).isoformat(), str(at)]
+    assert len({len(listing(held, session=PROJ_B, min_created_at=f)) for f in forms}) == 1
+
+
+def test_level_run_session_or_both(held: FakeLangSmith) -> None:
+    template = records(RUNS[0], 1)[0]
+    session_level = [{**template, "id": synthetic.run_id_for(1, "session-level"), "run_id": None, "trace_id": None}]
+    session_level[0] |= {"session_id": PROJ_A, "created_at": "2026-06-14T09:00:00.000000Z"}
+    held.add_session_feedback(PROJ_A, session_level)
+    runs_only = listing(held, session=PROJ_A, level="run")
+    assert all(r["run_id"] for r in runs_only)
+    assert listing(held, session=PROJ_A, level="session") == session_level
+    assert sorted(served_ids(listing(held, session=PROJ_A))) == sorted(served_ids(runs_only + session_level))
+    assert listing(held, session=PROJ_B, level="session") == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"session": "not-a-uuid"},
+        {"session": PROJ_A, "level": "trace"},
+        {"session": PROJ_A, "min_created_at": "yesterday"},
+        {"max_created_at": "2026-13-01T00:00:00Z"},
+    ],
+)
+def test_listing_parameters_are_422(held: FakeLangSmith, params: dict) -> None:
+    resp = raw(held, **params)
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"][0] == "query"
+
+
+def test_sessions_resolve_a_project_by_name_and_id(held: FakeLangSmith) -> None:
+    c = client(held)
+    project = c.read_project(project_name="proj-a")
+    assert str(project.id) == PROJ_A and project.name == "proj-a"
+    req = [r for r in held.requests if r.path == "/sessions"][-1]
+    assert req.query["name"] == ["proj-a"] and req.query["limit"] == ["1"]
+    assert c.read_project(project_id=PROJ_B).name == "proj-b"
+    assert sorted(p.name for p in c.list_projects()) == ["proj-a", "proj-b"]
+    assert [p.name for p in c.list_projects(name_contains="-b")] == ["proj-b"]
+    with pytest.raises(ls_utils.LangSmithNotFoundError):
+        c.read_project(project_name="proj-z")
+    with pytest.raises(ls_utils.LangSmithNotFoundError):
+        c.read_project(project_id=synthetic.session_id_for("proj-z"))
+    assert requests.get(f"{held.url}/sessions", params={"name": "proj-a"}, timeout=5).status_code == 401
+    held.add_project("proj-empty", synthetic.session_id_for("proj-empty"))
+    assert str(c.read_project(project_name="proj-empty").id) == synthetic.session_id_for("proj-empty")
+    assert held.feedback_requests() == []
+
+
+def test_listing_misses_drops_every_kth_record_of_a_listing_only(held: FakeLangSmith) -> None:
+    full = listing(held, session=PROJ_A)
+    held.listing_misses(7)
+    missed = listing(held, session=PROJ_A, limit=10)
+    assert missed == [r for i, r in enumerate(full, 1) if i % 7] and len(full) - len(missed) == len(full) // 7
+    assert served_ids(client(held).list_feedback(session=PROJ_A)) == served_ids(missed)
+    lost = next(r for i, r in enumerate(full, 1) if i % 7 == 0)
+    assert lost in raw(held, run=[lost["run_id"]]).json()  # per-run answers stay complete
+    assert lost in raw(held, run=[lost["run_id"]], session=PROJ_A).json()
+    held.listing_misses(None)
+    assert listing(held, session=PROJ_A) == full
+
+
+def test_faults_apply_to_listings(held: FakeLangSmith) -> None:
+    full = listing(held, session=PROJ_A)
+    held.ignore_offset()
+    assert raw(held, session=PROJ_A, limit=5, offset=5).json() == full[:5]
+    held.ignore_offset(False)
+    held.poison(full[3]["run_id"])
+    assert raw(held, session=PROJ_A).status_code == 500
+    assert raw(held, session=PROJ_B).status_code == 200  # another project's listing does not carry it
+    oldest = min(dt.datetime.fromisoformat(r["created_at"]) for r in held.records_of(full[3]["run_id"]))
+    before = (oldest - dt.timedelta(microseconds=1)).isoformat()
+    assert raw(held, session=PROJ_A, max_created_at=before).status_code == 200  # a slice without its records
+    held.outage(requests=1, status=503)
+    assert raw(held, session=PROJ_B).status_code == 503
+    assert raw(held, KEY + "x", session=PROJ_B).status_code == 401
+    held.max_ids(0)  # counts the runs named: a listing names none
+    assert raw(held, session=PROJ_B).status_code == 200
+    held.truncate_next()
+    with pytest.raises(json.JSONDecodeError):
+        raw(held, session=PROJ_B).json()
+    held.reset_next()
+    with pytest.raises(requests.ConnectionError):
+        raw(held, session=PROJ_B)
+    b = listing(held, session=PROJ_B)
+    stray = records(RUNS[0], 1)
+    held.stray_records(stray)
+    assert raw(held, session=PROJ_B, limit=5).json() == b[:5] + stray
+    held.stray_records([])
+    held.duplicate_across_pages()
+    assert raw(held, session=PROJ_B, limit=5, offset=5).json() == b[4:9]
+    held.empty_all = True
+    assert raw(held, session=PROJ_B).json() == []
+
+
+def test_command_line_serves_a_trace_archive_and_listing_misses() -> None:
+    root = Path(__file__).resolve().parents[1]
+    args = ["--traces", "80", "--runs-per-trace", "5", "--days", "7", "--reviewed", "0.6"]
+    args += ["--now", NOW.isoformat(), "--listing-misses", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backfill.sandbox.fake_langsmith", "--port", "0", "--api-key", "K", *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+        c = langsmith.Client(api_url=url, api_key="K", auto_batch_tracing=False)
+        assert str(c.read_project(project_name="proj-b").id) == PROJ_B
+        runs = [r.run_id for r in ARCHIVE if r.project == "proj-b"]
+        per_run = [f for i in range(0, len(runs), 50) for f in c.list_feedback(run_ids=runs[i : i + 50])]
+        listed = list(c.list_feedback(session=PROJ_B, level="run"))
+        assert per_run and len(listed) == len(per_run) - len(per_run) // 3
+        assert {f.id for f in listed} < {f.id for f in per_run}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def test_seed_traces_inserts_the_archive_as_built(dsn: str) -> None:
+    runs = seed_traces(dsn, 30, runs_per_trace=4, now=NOW)
+    assert runs == list(traces.trace_archive(30, runs_per_trace=4, now=NOW))
+    with psycopg.connect(dsn) as conn:
+        stored = conn.execute(
+            "SELECT run_id, trace_id, project, run_date, data->>'session_id', data FROM runs ORDER BY id"
+        ).fetchall()
+    assert [(str(r[0]), str(r[1]), r[2], r[3], r[4]) for r in stored] == [
+        (r.run_id, r.trace_id, r.project, r.run_date, r.info.session_id) for r in runs
+    ]
+    assert [r[5] for r in stored] == [r.document for r in runs]

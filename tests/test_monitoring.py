@@ -177,9 +177,11 @@ def test_json_logs_one_object_per_line(dsn, fake):
     assert proc.returncode == 0, err
     assert "\x1b" not in err and "\r" not in err  # no ANSI, no progress bar on a pipe
     lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
-    assert [e["event"] for e in lines] == ["run_window", "run_started", "run_finished"]
+    # auto's choice comes right after the start: the one project of 25 rows is asked run by run
+    assert [e["event"] for e in lines] == ["run_window", "run_started", "strategy", "strategy_project", "run_finished"]
+    assert lines[3]["project"] == "proj-a" and lines[3]["strategy"] == "runs"
     inv = invocations(dsn)[-1]
-    started, finished = lines[1], lines[2]
+    started, finished = lines[1], lines[4]
     assert started["invocation_id"] == finished["invocation_id"] == inv["id"]
     assert started["pending"] == 25 and started["level"] == "INFO" and started["ts"].endswith("Z")
     assert finished["rows_examined"] == inv["rows_examined"] == 25 == len(status(dsn))

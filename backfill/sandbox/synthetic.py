@@ -51,6 +51,11 @@ def run_id_for(n: int, seed: str = "demo") -> str:
     return _uuid(seed, str(n))
 
 
+def session_id_for(project: str) -> str:
+    """The deterministic id of project ``project``'s tracer session (what LangSmith calls a project)."""
+    return _uuid("session", project)
+
+
 def feedback_for_run(run_id: str) -> list[dict[str, Any]]:
     """The feedback records the LangSmith API holds for ``run_id`` (GET /feedback shape).
 
@@ -122,10 +127,22 @@ def _padding(run_id: str, length: int) -> str:
     return (chunk * (length // len(chunk) + 1))[:length]
 
 
-def run_document(run_id: str, trace_id: str, project: str, run_date: dt.date, size_bytes: int = 0) -> dict[str, Any]:
+def run_document(
+    run_id: str,
+    trace_id: str,
+    project: str,
+    run_date: dt.date,
+    size_bytes: int = 0,
+    *,
+    with_session_id: bool = False,
+    stats: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """An archived run as the extractor left it: ``feedback_stats`` but no ``feedback_records``.
 
     With ``size_bytes > 0``, ``outputs["padding"]`` makes ``json.dumps(doc)`` about that long.
+    ``with_session_id`` adds the project's id as the extractor stores it (``session_id``); off
+    by default so that the archives built before it stay byte-identical. ``stats``: the
+    ``feedback_stats`` to store, when the run's feedback is not ``feedback_for_run``'s.
     """
     rng = _rng(run_id, "run")
     start = dt.datetime.combine(run_date, dt.time(), tzinfo=dt.UTC) + dt.timedelta(
@@ -149,8 +166,10 @@ def run_document(run_id: str, trace_id: str, project: str, run_date: dt.date, si
         "start_time": _iso(start),
         "end_time": _iso(end),
         "extra": {"metadata": {"synthetic": True}},
-        "feedback_stats": feedback_stats_for(feedback_for_run(run_id)),
+        "feedback_stats": feedback_stats_for(feedback_for_run(run_id)) if stats is None else stats,
     }
+    if with_session_id:
+        doc["session_id"] = session_id_for(project)
     if size_bytes > 0:
         doc["outputs"]["padding"] = ""
         # Padding is plain ASCII, so each character adds exactly one byte of JSON.

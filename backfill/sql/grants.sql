@@ -20,6 +20,11 @@ GRANT SELECT, INSERT, UPDATE ON feedback_backfill_settled TO :"role";
 -- released (UPDATE); the row stays, so no DELETE either
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_lease TO :"role";
 
+-- the project strategy (fb0007): its listings' progress, and the records it staged, which
+-- are deleted once a new listing of the project replaces them (they are copies of the API's)
+GRANT SELECT, INSERT, UPDATE ON feedback_backfill_listing TO :"role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON feedback_backfill_staged TO :"role";
+
 -- Analysts (a different role): the view of one row per feedback record. A view reads `runs`
 -- with its owner's rights, so analysts need no grant on runs itself.
 -- GRANT SELECT ON feedback_records_v TO analyst;

@@ -655,7 +655,7 @@ SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)
 SELECT i.id, i.started_at, i.heartbeat_at, i.finished_at, i.outcome, i.message, i.params,
        i.rows_pending_at_start, i.rows_examined, i.rows_enriched, i.rows_no_feedback,
        i.rows_failed, i.records_stored, i.api_requests, i.api_errors,
-       i.rate_limit_wait_s, i.outage_wait_s
+       i.rate_limit_wait_s, i.outage_wait_s, i.strategy, i.requests_saved
 FROM feedback_backfill_invocations AS i
 ORDER BY i.id;
 
@@ -806,7 +806,11 @@ SELECT current_user AS role,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'SELECT') AS settled_select,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'INSERT') AS settled_insert,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'UPDATE') AS settled_update,
-       has_table_privilege(to_regclass('feedback_backfill_settled'), 'DELETE') AS settled_delete;
+       has_table_privilege(to_regclass('feedback_backfill_settled'), 'DELETE') AS settled_delete,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'INSERT') AS listing_insert,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'UPDATE') AS listing_update,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'INSERT') AS staged_insert,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'DELETE') AS staged_delete;
 
 -- check_stored_size --
 -- Average size of the feedback_records we stored (jsonb, before TOAST compression) and of
@@ -834,3 +838,145 @@ FROM (
       AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
     LIMIT 1000
 ) AS r;
+
+-- =====================================================================================
+-- `backfill run --strategy auto|project` (backfill/strategy.py, listing.py, stage.py): a
+-- project's run-level feedback listed by creation time, staged in feedback_backfill_staged,
+-- then applied to the window's rows by the walk, the patch and the checkpoint above.
+-- =====================================================================================
+
+-- strategy_rows --
+-- Rows of the window per project (auto's choice): an index-only scan of idx_runs_project_date.
+SELECT r.project, count(*)::bigint AS rows
+FROM runs AS r
+WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.project
+ORDER BY r.project;
+
+-- strategy_lacking --
+-- Rows of the window lacking records, per project: runs_feedback_pending_idx's rows (its
+-- predicate word for word), whose heap tuples are visited for the project column only.
+SELECT r.project, count(*)::bigint AS lacking
+FROM runs AS r
+WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.project;
+
+-- strategy_promised --
+-- Records the window's feedback_stats promise, per project, and those of rows still lacking
+-- records: runs_feedback_promised_idx's rows (predicate word for word), the only documents
+-- read (about one row in twenty on a trace-shaped archive).
+SELECT r.project, count(*)::bigint AS promising,
+       COALESCE(sum(p.n), 0)::bigint AS promised,
+       COALESCE(sum(p.n) FILTER (WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'), 0)
+           ::bigint AS promised_lacking
+FROM runs AS r
+CROSS JOIN LATERAL (
+    SELECT sum(floor(v::text::numeric)) AS n FROM jsonb_path_query(r.data, '$.feedback_stats.*.n ? (@ > 0)') AS v
+) AS p
+WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+GROUP BY r.project;
+
+-- project_session_ids --
+-- The project's id in LangSmith (its tracer session) as the extractor archived it: the
+-- session_id of a few of the window's rows (idx_runs_project_date; 50 documents at most).
+SELECT DISTINCT f.session_id
+FROM (
+    SELECT r.data ->> 'session_id' AS session_id
+    FROM runs AS r
+    WHERE r.project = %(project)s AND r.run_date >= %(since)s AND r.run_date < %(until)s
+    LIMIT 50
+) AS f
+WHERE f.session_id IS NOT NULL;
+
+-- listing_latest --
+-- The project's latest listing: resumed when unfinished, extended by the next pass when done.
+SELECT l.id, l.project, l.session_id, l.listed_from, l.listed_to, l.listed_until, l.records, l.requests,
+       l.completed_at, l.applied_at, l.fallback, l.invocation_id
+FROM feedback_backfill_listing AS l
+WHERE l.project = %(project)s
+ORDER BY l.id DESC
+LIMIT 1;
+
+-- listing_start --
+-- A new listing of a project: records created from %(listed_from)s up to %(listed_to)s (the
+-- moment the pass began), listed from %(listed_until)s on (earlier ones are staged already).
+INSERT INTO feedback_backfill_listing (invocation_id, project, session_id, listed_from, listed_to, listed_until)
+VALUES (%(invocation_id)s, %(project)s, %(session_id)s, %(listed_from)s, %(listed_to)s, %(listed_until)s)
+RETURNING id, project, session_id, listed_from, listed_to, listed_until, records, requests,
+          completed_at, applied_at, fallback, invocation_id;
+
+-- staged_clear --
+-- A listing that starts afresh drops what earlier listings of the project staged.
+DELETE FROM feedback_backfill_staged AS s WHERE s.session_id = %(session_id)s;
+
+-- staged_prune --
+-- A listing that extends the previous one drops staged records created before the window began.
+DELETE FROM feedback_backfill_staged AS s WHERE s.session_id = %(session_id)s AND s.created_at < %(before)s;
+
+-- stage_records --
+-- Stage one slice's records (deduplicated by record id; a record listed again replaces its copy).
+INSERT INTO feedback_backfill_staged AS s (record_id, run_id, session_id, created_at, listing_id, record)
+SELECT c.record_id, c.run_id, c.session_id, c.created_at, %(listing_id)s, c.record
+FROM jsonb_to_recordset(%(records)s::jsonb)
+     AS c(record_id text, run_id text, session_id text, created_at timestamptz, record text)
+ON CONFLICT (record_id) DO UPDATE
+SET run_id = EXCLUDED.run_id, session_id = EXCLUDED.session_id, created_at = EXCLUDED.created_at,
+    listing_id = EXCLUDED.listing_id, record = EXCLUDED.record;
+
+-- listing_progress --
+-- A slice is staged: the listing resumes after it (in the slice's own transaction).
+UPDATE feedback_backfill_listing
+SET listed_until = %(listed_until)s, records = records + %(records)s, requests = requests + %(requests)s
+WHERE id = %(listing_id)s;
+
+-- listing_done --
+-- The listing reached its end (the apply phase comes next), or fell back to the runs strategy.
+UPDATE feedback_backfill_listing
+SET completed_at = COALESCE(completed_at, now()), fallback = COALESCE(%(fallback)s, fallback),
+    requests = requests + %(requests)s
+WHERE id = %(listing_id)s;
+
+-- listing_applied --
+-- Every row of the window has been through the apply phase (or the fallback's walk).
+UPDATE feedback_backfill_listing SET applied_at = now() WHERE id = %(listing_id)s;
+
+-- staged_outside --
+-- Staged records of the project whose runs are not rows of the window: counted, never written.
+SELECT count(*)::bigint AS outside
+FROM feedback_backfill_staged AS s
+WHERE s.session_id = %(session_id)s
+  AND NOT EXISTS (
+      SELECT 1 FROM runs AS r
+      WHERE r.run_id = s.run_id AND r.run_date >= %(since)s AND r.run_date < %(until)s);
+
+-- staged_for_runs --
+-- The staged records of a batch's runs (canonical run ids), for the apply phase.
+SELECT s.run_id, s.record FROM feedback_backfill_staged AS s
+WHERE s.run_id = ANY(%(run_ids)s::text[]) AND s.session_id = %(session_id)s
+ORDER BY s.run_id, s.record_id;
+
+-- sample_runs --
+-- The sampled check: up to %(n)s of the window's runs of the project whose feedback_stats
+-- promise records, and up to %(n)s with staged records, in an order fixed by %(salt)s.
+(SELECT r.run_id FROM runs AS r
+ WHERE r.project = %(project)s AND r.run_date >= %(since)s AND r.run_date < %(until)s
+   AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+ ORDER BY md5(r.run_id || %(salt)s) LIMIT %(n)s)
+UNION
+(SELECT r.run_id FROM feedback_backfill_staged AS s JOIN runs AS r ON r.run_id = s.run_id
+ WHERE s.session_id = %(session_id)s AND r.project = %(project)s
+   AND r.run_date >= %(since)s AND r.run_date < %(until)s
+ GROUP BY r.run_id ORDER BY md5(r.run_id || %(salt)s) LIMIT %(n)s);
+
+-- invocation_strategy --
+-- What the invocation chose (auto's per-project choice in params), and the requests it saved
+-- against the runs strategy's estimate.
+UPDATE feedback_backfill_invocations
+SET strategy = %(strategy)s, requests_saved = %(requests_saved)s,
+    params = params || jsonb_build_object('strategy_choice', %(choice)s::jsonb)
+WHERE id = %(invocation_id)s;

@@ -263,3 +263,51 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0006' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0006 -> fb0007
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+CREATE TABLE feedback_backfill_listing (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            invocation_id bigint,
+            project text NOT NULL,
+            session_id text NOT NULL,
+            listed_from timestamptz NOT NULL,
+            listed_to timestamptz NOT NULL,
+            listed_until timestamptz NOT NULL,
+            records bigint NOT NULL DEFAULT 0,
+            requests bigint NOT NULL DEFAULT 0,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            completed_at timestamptz,
+            applied_at timestamptz,
+            fallback text
+        );
+
+CREATE INDEX feedback_backfill_listing_project_idx ON feedback_backfill_listing (project, id);
+
+CREATE TABLE feedback_backfill_staged (
+            record_id text PRIMARY KEY,
+            run_id text NOT NULL,
+            session_id text NOT NULL,
+            created_at timestamptz,
+            listing_id bigint NOT NULL,
+            -- the record as JSON text, exactly as listed: jsonb cannot hold \u0000 or a lone
+            -- surrogate, and such a record must reach the apply phase (which fails its run
+            -- `unstorable`, as the runs strategy does), not sink its slice
+            record text NOT NULL
+        );
+
+CREATE INDEX feedback_backfill_staged_run_idx ON feedback_backfill_staged (run_id);
+
+CREATE INDEX feedback_backfill_staged_session_idx ON feedback_backfill_staged (session_id, created_at);
+
+ALTER TABLE feedback_backfill_invocations ADD COLUMN strategy text, ADD COLUMN requests_saved bigint NOT NULL DEFAULT 0;
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0007' WHERE feedback_backfill_alembic_version.version_num = 'fb0006';
+
+COMMIT;
+

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import signal
 import sys
 import threading
+from typing import Any
 
+from .. import traces
 from . import __doc__ as package_doc
 from .server import FakeLangSmith
 
@@ -30,10 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ignore-offset", action="store_true", help="serve the first page whatever offset says")
     parser.add_argument("--max-ids", type=int, metavar="N", help="414 to requests naming more than N runs")
+    parser.add_argument(
+        "--listing-misses", type=int, metavar="K", help="project listings silently omit every K-th record"
+    )
+    _trace_options(parser.add_argument_group("a trace-shaped archive (backfill.sandbox.traces), listed by project"))
     args = parser.parse_args(argv)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    fake = FakeLangSmith(args.api_key, latency_s=args.latency_ms / 1000, host=args.host, port=args.port)
+    feedback = {} if args.traces is None else {"feedback": traces.trace_feedback(args.seed, args.reviewed)}
+    fake = FakeLangSmith(args.api_key, latency_s=args.latency_ms / 1000, host=args.host, port=args.port, **feedback)
+    if args.traces is not None:
+        fake.add_runs(r.info for r in traces.trace_archive(**_archive_arguments(args)))
+    if args.listing_misses is not None:
+        fake.listing_misses(args.listing_misses)
     if args.outage is not None or args.outage_requests is not None:
         fake.outage(args.outage, requests=args.outage_requests, status=args.outage_status, after=args.fault_after)
     if args.rate_limit_window is not None:
@@ -52,6 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         fake.stop()
     return 0
+
+
+def _trace_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--traces", type=int, metavar="N", help="hold N traces (serve trace_archive(N, ...))")
+    group.add_argument("--runs-per-trace", type=int, default=10, metavar="R")
+    group.add_argument("--projects", default="proj-a,proj-b", help="comma-separated project names")
+    group.add_argument("--days", type=int, default=14)
+    group.add_argument("--reviewed", type=float, default=0.5, help="share of roots with feedback")
+    group.add_argument("--until", type=dt.date.fromisoformat, metavar="DATE", help="the last day (default today)")
+    group.add_argument("--seed", default="traces")
+    group.add_argument(
+        "--now",
+        type=dt.datetime.fromisoformat,
+        metavar="ISO",
+        help="the archive's clock (runs of today start an hour before it): the one it was built with",
+    )
+
+
+def _archive_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    now = args.now if args.now is None or args.now.tzinfo else args.now.replace(tzinfo=dt.UTC)
+    return {
+        "traces": args.traces,
+        "runs_per_trace": args.runs_per_trace,
+        "projects": tuple(p for p in args.projects.split(",") if p),
+        "days": args.days,
+        "reviewed": args.reviewed,
+        "until": args.until,
+        "seed": args.seed,
+        "now": now,
+    }
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class Faults:
         self._ignore_offset = False
         self._max_ids: tuple[int, int] | None = None
         self._windows: list[Window] = []
+        self._listing_misses: int | None = None
         self._seen = 0  # /feedback requests received
 
     def set_feedback(self, run_id: str, records: list[dict[str, Any]]) -> None:
@@ -147,6 +148,14 @@ class Faults:
         """Answer ``status`` (414 URI Too Long, or 431) to a request naming more than ``n`` runs."""
         with self._lock:
             self._max_ids = None if n is None else (n, status)
+
+    def listing_misses(self, every: int | None = 7) -> None:
+        """A project listing (``session=`` without ``run=``) silently omits every ``every``-th
+        record of its result set (before paging); per-run answers stay complete. None: off."""
+        if every is not None and every < 1:
+            raise ValueError("every must be at least 1")
+        with self._lock:
+            self._listing_misses = every
 
     def _take(self) -> tuple[float, bool]:
         with self._lock:

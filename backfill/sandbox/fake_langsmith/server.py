@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import synthetic
 from .faults import Faults
+from .listing import Catalog, Filters, parse_filters, session_json
 from .plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
 
 
@@ -34,8 +35,11 @@ class RequestLog:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeLangSmith(Faults):
-    """The fake server; ``start()`` it (or use ``with``) and point a Client at ``url``."""
+class FakeLangSmith(Faults, Catalog):
+    """The fake server; ``start()`` it (or use ``with``) and point a Client at ``url``.
+
+    Runs added with ``add_runs`` (listing.py) are also listed by project and creation time.
+    """
 
     def __init__(
         self,
@@ -46,7 +50,8 @@ class FakeLangSmith(Faults):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__()
+        Faults.__init__(self)
+        Catalog.__init__(self)
         self.api_key = api_key
         self.latency_s = latency_s
         self.empty_all = False
@@ -103,6 +108,12 @@ class FakeLangSmith(Faults):
         """The records GET /feedback serves for ``run_id`` when no fault is injected."""
         return self._records_of(canonical(run_id))
 
+    def listed(self, **params: str | list[str]) -> list[dict[str, Any]]:
+        """The whole result set (all pages) GET /feedback with ``params`` answers, without
+        the HTTP faults (``listing_misses`` does apply): ``listed(session=sid, level="run")``."""
+        query = {k: list(v) if isinstance(v, list) else [str(v)] for k, v in params.items()}
+        return self._matching(parse_filters(query))
+
     def feedback_requests(self) -> list[RequestLog]:
         """The GET /feedback requests received so far."""
         with self._lock:
@@ -114,10 +125,20 @@ class FakeLangSmith(Faults):
         with self._lock:
             (self._socks.add if add else self._socks.discard)(sock)
 
+    def set_feedback(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        super().set_feedback(run_id, records)
+        self._invalidate()  # a cataloged run's listing serves the override too
+
+    def _generated(self, run_id: str) -> list[dict[str, Any]]:
+        return self._feedback(run_id)
+
     def _records_of(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
             override = self._overrides.get(run_id)
-        return override if override is not None else self._feedback(run_id)
+        if override is not None:
+            return override
+        placed = self._placed_of(run_id)
+        return placed if placed is not None else self._feedback(run_id)
 
     def _handle(self, h: Handler) -> None:
         received = time.monotonic()
@@ -135,7 +156,9 @@ class FakeLangSmith(Faults):
                 body = self._feedback_answer(h, query, headers, received)
             elif path == "/info" and h.command == "GET":
                 body = json.dumps(INFO)
-            elif path in ("/feedback", "/info"):
+            elif (path == "/sessions" or path.startswith("/sessions/")) and h.command == "GET":
+                body = self._sessions_answer(path, query, headers)
+            elif path in ("/feedback", "/info", "/sessions"):
                 raise Answer(405, "Method Not Allowed")
             else:
                 raise Answer(404, "Not Found")
@@ -155,6 +178,63 @@ class FakeLangSmith(Faults):
             h.send_body(status, body.encode(), extra)
         except OSError:
             h.close_connection = True  # the client went away (e.g. its read timeout fired)
+
+    def _matching(self, filters: Filters) -> list[dict[str, Any]]:
+        """The answer's whole result set: the named runs' records in the order asked, or the
+        catalog's listing newest first (listing.py); both filtered as the query says."""
+        if filters.listing:
+            with self._lock:
+                overridden = set(self._overrides)
+            entries = self._list(filters, self._records_of, overridden)
+            with self._lock:
+                poisoned = any(r.get("run_id") in self._poisoned for _, r in entries)
+            if poisoned:  # a listing that would carry a poisoned run's record fails like a request naming it
+                raise Answer(500, "Internal Server Error")
+            return self._missing([r for _, r in entries], filters)
+        records: list[dict[str, Any]] = []
+        for run_id in filters.runs:
+            if filters.sessions:
+                info = self.cataloged(run_id)
+                if info is None or info.session_id not in filters.sessions:
+                    continue
+            records.extend(r for r in self._records_of(run_id) if filters.keeps(r))
+        return records
+
+    def _sessions_answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        """GET /sessions[?name=...] (a list, paged) or GET /sessions/{id} (one, or 404), as
+        ``Client.read_project`` and ``list_projects`` call them. No fault applies here."""
+        if headers.get("x-api-key") != self.api_key:
+            raise Answer(401, "Invalid token")
+        known = self.sessions()
+        if path != "/sessions":
+            try:
+                session_id = canonical(path[len("/sessions/") :])
+            except ValueError:
+                raise Answer(422, [{"loc": ["path", "session_id"], "msg": "value is not a valid uuid"}]) from None
+            if session_id not in known:
+                raise Answer(404, "Not Found")
+            return json.dumps(session_json(session_id, known[session_id]))
+        limit = int_param(query, "limit", 100, 1, 100)
+        offset = int_param(query, "offset", 0, 0, None)
+        names, contains = set(query.get("name", [])), query.get("name_contains", [""])[-1]
+        try:
+            ids = {canonical(i) for i in query.get("id", [])}
+        except ValueError:
+            raise Answer(422, [{"loc": ["query", "id"], "msg": "value is not a valid uuid"}]) from None
+        found = [
+            session_json(sid, name)
+            for sid, name in sorted(known.items(), key=lambda kv: (kv[1] or "", kv[0]))
+            if (not names or name in names) and (not ids or sid in ids) and contains in (name or "")
+        ]
+        return json.dumps(found[offset : offset + limit])
+
+    def _missing(self, records: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
+        """``records`` less what the ``listing_misses`` fault drops from a project listing."""
+        with self._lock:
+            every = self._listing_misses
+        if every is None or not filters.sessions:
+            return records
+        return [r for i, r in enumerate(records, 1) if i % every]
 
     def _log(
         self,
@@ -186,10 +266,8 @@ class FakeLangSmith(Faults):
             raise Answer(failure.status, phrase, extra, failure.body)
         if headers.get("x-api-key") != self.api_key:
             raise Answer(401, "Invalid token")
-        try:
-            runs = [canonical(r) for r in query.get("run", [])]
-        except ValueError:
-            raise Answer(422, [{"loc": ["query", "run"], "msg": "value is not a valid uuid"}]) from None
+        filters = parse_filters(query)
+        runs = filters.runs
         limit = int_param(query, "limit", 100, 1, 100)
         offset = int_param(query, "offset", 0, 0, None)
         with self._lock:
@@ -199,16 +277,7 @@ class FakeLangSmith(Faults):
                 offset = 0
         if poisoned:
             raise Answer(500, "Internal Server Error")
-        records: list[dict[str, Any]] = []
-        if not self.empty_all:
-            keys, sources = set(query.get("key", [])), set(query.get("source", []))
-            for run_id in runs:
-                records.extend(
-                    r
-                    for r in self._records_of(run_id)
-                    if (not keys or r.get("key") in keys)
-                    and (not sources or (r.get("feedback_source") or {}).get("type") in sources)
-                )
+        records = [] if self.empty_all else self._matching(filters)
         # Duplicating: page k starts k records early, so each page repeats the previous one's
         # last record and nothing is lost (the pages simply run longer).
         start = offset - offset // limit if duplicate else offset

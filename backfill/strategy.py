@@ -1,0 +1,153 @@
+"""Which way each project's feedback comes in: run by run (``runs``) or listed by project (``project``).
+
+``runs`` names every run of the window in some request: about one request per 100 runs
+whatever feedback exists. ``project`` lists the project's run-level feedback created since
+the window began: about one request per 100 records, whatever the number of runs, plus the
+sampled check and the runs whose staged records fall short of their feedback_stats. On an
+archive of traces where reviewers judge the root run only, that is a fraction of the cost;
+where nearly every run has feedback, it is no cheaper and costs the records of runs outside
+the window (late feedback of older runs, listed and ignored).
+
+``auto`` decides per project from what the database knows, before any request: the rows
+the walk will visit against the records the window's feedback_stats promise. ``choose`` is
+pure (tests/unit); ``figures`` reads the database (three index-driven queries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import db, listing, logs
+from .config import Window
+from .pack import BUDGET, MAX_IDS, PAGE
+
+if TYPE_CHECKING:
+    from .options import RunOptions, RunSummary
+
+STRATEGIES = ("auto", "runs", "project")
+#: ``auto`` lists a project only when that is expected to take at most this share of the
+#: requests of asking run by run: the listing also brings the records of runs outside the
+#: window, which feedback_stats cannot count, and its staging writes; a dense archive (a
+#: record per run) gains nothing from it. The trace-shaped archive of issue 17 (0.22 records
+#: per run) expects about 0.25 of the requests; the demo's (0.4 per run), about 0.45.
+AUTO_RATIO = 1 / 3
+#: Requests a listing spends besides its pages: the sampled check (``stage.SAMPLE_RUNS`` of
+#: each kind: up to two requests) and the last, partly filled page of each slice.
+CHECK_REQUESTS = 2
+#: Records a slice holds, as planned (``listing``): offsets stay below it.
+SLICE_RECORDS = 2000
+
+
+@dataclass(frozen=True)
+class ProjectFigures:
+    """What the database knows of one project of the window."""
+
+    project: str
+    rows: int  # rows of the window
+    pending: int  # rows the walk will visit (the window's pending rows, shared out by rows lacking records)
+    promised: int  # records the window's feedback_stats promise
+    promised_pending: int  # ... of rows still lacking records
+    #: the previous listing of the project is applied: a new one lists only what was created since
+    #: (then mostly the records of the new rows, which their feedback_stats promise)
+    extends: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The strategy of one project, the requests it is expected to cost, and the runs strategy's."""
+
+    project: str
+    strategy: str
+    expected: int
+    runs_expected: int
+    why: str
+    records: int = 0  # what the window's feedback_stats promise (the listing plans its slices by it)
+
+    def line(self) -> str:
+        return f"{self.project}: {self.strategy}, ~{self.expected:,} request(s) ({self.why})"
+
+
+def runs_requests(f: ProjectFigures) -> int:
+    """The runs strategy's cost: ``pack``'s lower bound for the pending rows and their promises."""
+    return max(-(-f.pending // MAX_IDS), -(-f.promised_pending // BUDGET))
+
+
+def project_requests(f: ProjectFigures) -> int:
+    """The project strategy's cost: the pages of the listing, one partial page per slice, the check."""
+    records = f.promised_pending if f.extends else f.promised
+    slices = max(1, -(-records // SLICE_RECORDS))
+    return -(-records // PAGE) + slices + CHECK_REQUESTS
+
+
+def choose(f: ProjectFigures, asked: str) -> Choice:
+    """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests."""
+    runs, listed = runs_requests(f), project_requests(f)
+    n = f.promised_pending if f.extends else f.promised  # the records the listing expects
+    if f.pending == 0:
+        return Choice(f.project, "runs", 0, 0, "nothing pending", n)
+    if asked == "runs":
+        return Choice(f.project, "runs", runs, runs, "--strategy runs", n)
+    if asked == "project":
+        return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}", n)
+    ratio = f"{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
+    if f.promised == 0:
+        # stats promising nothing say nothing of the feedback there is (an archive extracted
+        # without feedback_stats looks the same): asked run by run, as before listing existed
+        return Choice(f.project, "runs", runs, runs, f"{ratio}: nothing to plan a listing by", n)
+    if listed <= AUTO_RATIO * runs:
+        return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}", n)
+    return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
+
+
+def figures(gw: db.Gateway, window: Window, pending: int, *, refetch: bool = False) -> list[ProjectFigures]:
+    """Each project of the window, with ``pending`` (the walk's count) shared out by rows lacking
+    records (by rows for a --refetch, which visits rows holding records)."""
+    params = {"since": window.since, "until": window.until, "projects": list(window.projects) or None}
+    rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
+    lacking = rows if refetch else {r["project"]: r["lacking"] for r in gw.execute("strategy_lacking", params)}
+    promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
+    latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
+    gw.commit()
+    total_lacking = sum(lacking.values())
+    out = []
+    for project, n in rows.items():
+        share = round(pending * lacking.get(project, 0) / total_lacking) if total_lacking else 0
+        p = promised.get(project, {})
+        promised_pending = p.get("promised", 0) if refetch else p.get("promised_lacking", 0)
+        extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=refetch)
+        out.append(ProjectFigures(project, n, min(share, n), p.get("promised", 0), promised_pending, extends))
+    return out
+
+
+def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary) -> list[Choice]:
+    """Each project's choice (empty: the runs strategy over the window as asked), said in the first lines."""
+    o, pending = options, summary.pending_at_start
+    if o.strategy == "runs" or (o.strategy == "auto" and o.limit is not None) or pending == 0:
+        why = "--strategy runs" if o.strategy == "runs" else "--limit" if o.limit is not None else "nothing pending"
+        summary.choices = [f"runs for the whole window ({why}), ~{-(-pending // MAX_IDS):,} request(s) or more"]
+        logs.event("strategy", f"strategy {o.strategy}: " + summary.choices[0], strategy="runs")
+        return []
+    choices = [choose(f, o.strategy) for f in figures(gw, o.window, pending, refetch=o.refetch)]
+    listed = [c for c in choices if c.strategy == "project"]
+    expected = sum(c.expected for c in choices)
+    runs = sum(c.runs_expected for c in choices)
+    head = (
+        f"project listing for {len(listed)} of {len(choices)} project(s), ~{expected:,} request(s) expected"
+        f" (run by run ~{runs:,})"
+    )
+    summary.choices = [head] + [c.line() for c in choices]
+    logs.event("strategy", f"strategy {o.strategy}: {head}", strategy=o.strategy, expected=expected, runs=runs)
+    for c in choices:
+        logs.event("strategy_project", "  " + c.line(), project=c.project, strategy=c.strategy, expected=c.expected)
+    return choices
+
+
+def used(choices: list[Choice], summary: RunSummary) -> tuple[str, int]:
+    """The strategy the invocation used (runs, project, or mixed) and the requests it saved
+    against the runs strategy's estimate for the same rows (0 when it listed nothing)."""
+    listed = [c for c in choices if c.strategy == "project" and c.project not in summary.fallbacks]
+    if not listed:
+        return "runs", 0
+    name = "project" if len(listed) == len(choices) else "mixed"
+    return name, sum(c.runs_expected for c in choices) - summary.api_requests

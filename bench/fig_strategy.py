@@ -1,0 +1,175 @@
+"""Issue 17: the two fetch strategies side by side on the trace-shaped archive, requests and time.
+
+    python -m bench.fig_strategy                    # 2,000 traces (20 k runs), then 100,000 (1 M)
+    python -m bench.fig_strategy --traces 2000      # the 20 k archive only
+
+The archive (backfill.sandbox.traces.trace_archive): traces of 10 runs, feedback on a half of
+the roots (5 % of the runs), 14 days, two projects. Each strategy runs `backfill.run` over
+its own copy of one template database, at --delay-ms 0, against the fake LangSmith in its
+own process (serving the same archive: ``--traces N --now ...``); the request counts are
+the run's own (the invocation row's, which tests/test_project_strategy.py checks against
+the fake). The time at the spec's --delay-ms 1000 is computed: requests x 1 s is the pacing
+floor; adding the run's whole time at zero delay gives a bound that assumes none of the
+database work overlaps the pacing (the runs strategy fetches one batch ahead, so it does).
+Both copies end byte for byte identical (checked, md5 over every row's feedback_records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+import backfill
+from backfill import migrate
+from backfill.config import Database, LangSmith, Window
+from backfill.sandbox import app_schema
+from backfill.sandbox.traces import copy_archive, trace_archive
+from bench.harness import ROOT, SPEC_DELAY_S, Server, say
+
+KEY = "bench-not-a-secret"
+STRATEGIES = ("runs", "project")
+DIGEST = (
+    "SELECT md5(string_agg(run_id || ':' || COALESCE((data -> 'feedback_records')::text, ''), ',' ORDER BY id))"
+    " FROM runs"
+)
+
+
+def build(server: Server, name: str, traces: int, now: dt.datetime, reviewed: float) -> dict[str, int]:
+    url = server.create(name)
+    with psycopg.connect(url) as conn:
+        conn.execute(app_schema().encode())
+        rows = copy_archive(conn, trace_archive(traces, now=now, reviewed=reviewed))
+        conn.execute("ALTER TABLE runs SET (autovacuum_enabled = false)")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE runs")
+    migrate.upgrade(Database(url))
+    with psycopg.connect(url) as conn:
+        promised = conn.execute("SELECT count(*) FROM runs WHERE data @? '$.feedback_stats.* ? (@.n > 0)'").fetchone()
+    return {"rows": rows, "reviewed": int(promised[0]) if promised else 0}
+
+
+def fake(traces: int, now: dt.datetime, reviewed: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "backfill.sandbox.fake_langsmith", "--port", "0", "--api-key", KEY),
+            *("--traces", str(traces), "--now", now.isoformat(), "--reviewed", str(reviewed)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout
+    line = proc.stdout.readline().strip()  # "fake LangSmith listening on http://..."
+    return proc, line.rsplit(" ", 1)[-1]
+
+
+def measure(server: Server, template: str, url: str, strategy: str) -> dict[str, Any]:
+    name = f"{template}_{strategy}"
+    db_url = server.create(name, template)
+    started = time.perf_counter()
+    summary = backfill.run(
+        Database(db_url),
+        LangSmith(api_key=KEY, endpoint=url, timeout_s=60),
+        backfill.RunOptions(window=Window.parse("14d"), delay_ms=0, strategy=strategy),
+    )
+    wall = time.perf_counter() - started
+    if summary.exit_code != 0:
+        raise RuntimeError(f"{strategy}: exit {summary.exit_code}: {summary.lines()}")
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(DIGEST).fetchone()
+        listings = conn.execute(
+            "SELECT project, records, requests FROM feedback_backfill_listing ORDER BY id"
+        ).fetchall()
+    server.drop(name)
+    return {
+        "strategy": summary.strategy,
+        "requests": summary.api_requests,
+        "records": summary.records,
+        "enriched": summary.enriched,
+        "examined": summary.examined,
+        "listed": summary.listed_records,
+        "outside": summary.listed_outside,
+        "wall_s": wall,
+        "digest": row[0] if row else None,
+        "choices": summary.choices,
+        "listings": [f"{p} {n:,} records in {k:,} requests" for p, n, k in listings],
+        "sampled": summary.sampled,
+    }
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def figure(server: Server, traces: int, reviewed: float) -> list[str]:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    template = f"strategy_{traces}"
+    say(f"building the trace archive: {traces:,} traces")
+    built = build(server, template, traces, now, reviewed)
+    proc, url = fake(traces, now, reviewed)
+    try:
+        results = {}
+        for strategy in STRATEGIES:
+            say(f"  {strategy} on {built['rows']:,} runs")
+            results[strategy] = measure(server, template, url, strategy)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    server.drop(template)
+    same = results["runs"]["digest"] == results["project"]["digest"]
+    runs = built["rows"]
+    out = [
+        f"Trace-shaped archive: {runs:,} runs ({traces:,} traces of 10), {built['reviewed']:,} reviewed roots"
+        f" ({100 * built['reviewed'] / runs:.1f} % of the runs),"
+        f" {results['runs']['records']:,} records; both strategies' tables identical: {'yes' if same else 'NO'}",
+        "",
+        "| strategy | requests | per 100 runs | records listed (outside the window) |"
+        " time at --delay-ms 0 | at --delay-ms 1000: floor | bound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for strategy, r in results.items():
+        floor = r["requests"] * SPEC_DELAY_S
+        listed = f"{r['listed']:,} ({r['outside']:,})" if strategy == "project" else "-"
+        out.append(
+            f"| {strategy} | {r['requests']:,} | {100 * r['requests'] / runs:.2f} | {listed} | {r['wall_s']:.1f} s"
+            f" | {_duration(floor)} | {_duration(floor + r['wall_s'])} |"
+        )
+    p = results["project"]
+    out += [
+        "",
+        f"The listings: {'; '.join(p['listings'])}; {p['sampled']} runs sampled. Estimated beforehand: "
+        + "; ".join(p["choices"][:1]),
+        "",
+    ]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fig_strategy", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--traces", type=int, nargs="+", default=[2000, 100_000])
+    parser.add_argument("--reviewed", type=float, default=0.5, help="share of the roots with feedback")
+    args = parser.parse_args()
+    server = Server()
+    started = time.perf_counter()
+    try:
+        command = f"python -m bench.fig_strategy --traces {' '.join(map(str, args.traces))} --reviewed {args.reviewed}"
+        lines = [f"PostgreSQL {server.version}; `{command}`", ""]
+        for traces in args.traces:
+            lines += figure(server, traces, args.reviewed)
+        print("\n".join(lines))
+    finally:
+        server.stop()
+    say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
