@@ -13,6 +13,7 @@ Figures (see docs/benchmarks.md for the targets):
   4 memory           peak RSS of `python -m backfill run` over a 1 M-row window
   5 writes           WAL bytes and table growth per enriched row; rows updated = rows enriched
   6 migration        `alembic upgrade head` wall time, and a concurrent writer's longest wait
+  7 strategy         --strategy project vs runs on a trace-shaped archive (20 k and 1 M runs)
 
 Progress goes to stderr; the results (markdown) to stdout.
 """
@@ -26,6 +27,7 @@ import time
 from bench.fig_api import figure_api
 from bench.fig_ceiling import figure_ceiling, figure_small_archive
 from bench.fig_migration_memory import figure_migration_memory
+from bench.fig_strategy import figure_strategy
 from bench.fig_walk import figure_walk
 from bench.harness import SIZES, Server, say
 from bench.report import FINGERPRINT_LABEL, Results, fingerprint, render
@@ -36,8 +38,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
     parser.add_argument(
         "--only",
-        default="1,2,3,4",
-        help="figures groups to run: 1 (API), 2 (DB ceiling + writes), 3 (walk), 4 (migration + memory); default all",
+        default="1,2,3,4,5",
+        help="figures groups to run: 1 (API), 2 (DB ceiling + writes), 3 (walk), 4 (migration + memory),"
+        " 5 (strategies); default all",
     )
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
@@ -59,6 +62,8 @@ def main() -> int:
             figure_walk(server, size, res)
         if "4" in only:
             figure_migration_memory(server, size, res, migrations)
+        if "5" in only:
+            figure_strategy(server, size, res)
         res.rows.sort(key=lambda r: r.figure[0])
         if fingerprint() != code:
             res.details.insert(0, "WARNING: the package changed while the benchmark ran; run it again.")

@@ -48,6 +48,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "cap_s": 300,
         "small_rows": 20_000,
         "small_cap_s": 40,
+        "strategy_traces": (2_000, 100_000),
     },
     "quick": {
         "api_rows": 1000,
@@ -59,6 +60,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "cap_s": 90,
         "small_rows": 5_000,
         "small_cap_s": 20,
+        "strategy_traces": (2_000,),
     },
 }
 
