@@ -21,9 +21,9 @@ from .options import RunOptions
 class Settling:
     """Days of one walk on their way to a mark: rows read and not yet written, days read to their end."""
 
-    def __init__(self, id_bound: int = 0, xid: str | None = None) -> None:
-        self.id_bound, self.xid = id_bound, xid  # id_bound 0: this walk marks nothing
-        self.closed = False  # every transaction older than xid has ended (``closed``)
+    def __init__(self, id_bound: int = 0, vxids: list[str] | None = None) -> None:
+        self.id_bound, self.vxids = id_bound, vxids or []  # id_bound 0: this walk marks nothing
+        self.closed = False  # every transaction of vxids has ended (``closed``)
         self.open: Counter[dt.date] = Counter()  # rows read, not yet checkpointed, by day
         self.ended: dict[dt.date, bool] = {}  # day read to its end -> whether it may be marked
         self.spoiled: set[dt.date] = set()  # a row of the day was skipped (another writer held it)
@@ -59,25 +59,24 @@ class Settling:
 def horizon(gw: db.Gateway, options: RunOptions) -> Settling:
     """The bound this walk may mark days up to, or a Settling that marks nothing.
 
-    The id bound is read first, the transaction id after it, in two transactions: a row
-    with an id at most the bound belongs to a transaction that took its id before the
-    bound was read, so it had started (and, but for the instant between taking the id and
-    writing the row, had its xid) before the xid was read (see horizon_xid).
+    The id bound is read first, the running transactions after it, in two transactions: a
+    row with an id at most the bound belongs to a transaction that took its id before the
+    bound was read, so it is either over or among those read second (see horizon_xid).
     """
     if options.refetch or options.dry_run or options.limit is not None or options.window.projects:
         return Settling()
     id_bound = gw.one("horizon_ids")["id_bound"]
     gw.commit()
-    xid = gw.one("horizon_xid")["xid"]
+    vxids = list(gw.one("horizon_xid")["vxids"])
     gw.commit()
-    return Settling(id_bound, xid)
+    return Settling(id_bound, vxids)
 
 
 def closed(gw: db.Gateway, settling: Settling) -> bool:
     """Has every transaction that may still insert a row at or below the bound ended?"""
     if not settling.marking:
         return False
-    if not settling.closed:  # once closed, closed for good: the oldest running xid only grows
-        settling.closed = bool(gw.one("horizon_closed", {"xid": settling.xid})["closed"])
+    if not settling.closed:  # once closed, closed for good: an ended transaction stays ended
+        settling.closed = bool(gw.one("horizon_closed", {"vxids": settling.vxids})["closed"])
         gw.commit()
     return settling.closed

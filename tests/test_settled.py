@@ -297,3 +297,25 @@ def test_a_row_committed_late_with_an_id_below_newer_rows_is_not_lost(dsn, fake)
     assert go(dsn, fake).examined == 1
     assert_enriched(dsn, slow, attempts=1)
     assert len(marks(dsn)) == WINDOW.days and visits(dsn) == []
+
+
+def test_the_horizon_stays_open_while_a_transaction_newer_than_every_completed_one_runs(dsn):
+    """The same race without the run's own commits in between (they hide it above): read
+    right after the first transaction commits, the snapshot's xmax is the extractor's xid,
+    and a horizon taken from it closed at once."""
+    from backfill import db, settle
+
+    seed(dsn, 4, days=1)
+    gw = db.connect(Database(dsn))
+    try:
+        with psycopg.connect(dsn) as first, psycopg.connect(dsn) as extractor:
+            first.execute("SELECT pg_current_xact_id()")
+            insert(extractor, original(synthetic.run_id_for(1, "slow-h"), TODAY))
+            insert(first, original(synthetic.run_id_for(1, "fast-h"), TODAY))
+            first.commit()
+            horizon = settle.horizon(gw, RunOptions(window=WINDOW))
+            assert horizon.marking and not settle.closed(gw, horizon)
+            extractor.commit()
+        assert settle.closed(gw, horizon)
+    finally:
+        gw.close()

@@ -273,17 +273,26 @@ WHERE r.id IN (
 SELECT COALESCE(max(r.id), 0)::bigint AS id_bound FROM runs AS r;
 
 -- horizon_xid --
--- The first transaction id not yet started after horizon_ids. ids are handed out in order
--- (SERIAL), so a row with an id at most the bound that was not yet committed then belongs
--- to a transaction started before this: once every transaction below this xid has ended
--- (horizon_closed), every such row is committed or never will be, and a walk reading a
--- day from then on sees all of them.
-SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xid;
+-- The transactions running right after horizon_ids (their virtual transaction ids; ours
+-- excepted). ids are handed out in order (SERIAL), so a row with an id at most the bound
+-- that was not committed then belongs to a transaction that had taken that id before the
+-- bound was read: it is one of these. Once none of them is left (horizon_closed), every such
+-- row is committed or never will be, and a walk reading a day from then on sees all of them.
+-- Not a transaction id: a transaction takes its xid at its first write, after nextval, and
+-- the snapshot's xmax is one past the latest *completed* xid, so a running transaction whose
+-- xid is above every completed one is in neither (CREATE INDEX CONCURRENTLY waits on virtual
+-- transaction ids for the same reason). pg_locks is server-wide: right behind PgBouncer too.
+SELECT COALESCE(array_agg(l.virtualxid), '{}') AS vxids
+FROM pg_locks AS l
+WHERE l.locktype = 'virtualxid' AND l.pid IS DISTINCT FROM pg_backend_pid();
 
 -- horizon_closed --
--- Has every transaction older than %(xid)s ended (the oldest one still running is newer)?
--- Asked before a day's first read; until it has, the day gets no mark.
-SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(xid)s::xid8 AS closed;
+-- Has every transaction of %(vxids)s ended? Asked before a day's first read; until they
+-- have, the day gets no mark.
+SELECT NOT EXISTS (
+    SELECT 1 FROM pg_locks AS l
+    WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY(%(vxids)s::text[])
+) AS closed;
 
 -- settle_day --
 -- Mark a day settled up to %(id_bound)s, once every row of its walk is checkpointed (in a

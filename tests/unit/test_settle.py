@@ -10,7 +10,7 @@ D1, D2, D3 = (dt.date(2026, 11, d) for d in (1, 2, 3))
 
 
 def test_a_day_is_ready_once_read_to_its_end_and_every_row_of_it_written() -> None:
-    s = Settling(id_bound=500, xid="900")
+    s = Settling(id_bound=500, vxids=["3/900"])
     s.read(D1, 3)
     s.end(D1, complete=True)
     s.read(D2, 2)
@@ -22,14 +22,14 @@ def test_a_day_is_ready_once_read_to_its_end_and_every_row_of_it_written() -> No
 
 
 def test_a_day_with_no_row_is_ready_at_the_next_write_or_the_walks_end() -> None:
-    s = Settling(id_bound=500, xid="900")
+    s = Settling(id_bound=500, vxids=["3/900"])
     s.end(D1, complete=True)
     s.end(D2, complete=True)
     assert s.written([], skipped=False) == [D1, D2]
 
 
 def test_a_skipped_row_or_an_open_horizon_keeps_its_day_unmarked() -> None:
-    s = Settling(id_bound=500, xid="900")
+    s = Settling(id_bound=500, vxids=["3/900"])
     for day in (D1, D2, D3):
         s.read(day, 1)
     s.end(D1, complete=True)
