@@ -163,24 +163,36 @@ SELECT now() AS now;
 -- table's primary key: a statement never scans more than one day of them. On a day marked
 -- settled (feedback_backfill_settled) the walk starts above the mark (%(after_id)s is at
 -- least the mark): below it, walk_settled reads the few rows that can have changed.
-SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats,
-       COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
-FROM runs AS r
-WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-  AND r.run_date = %(day)s
-  AND r.id > %(after_id)s::integer
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-  AND NOT EXISTS (
-      SELECT 1 FROM feedback_backfill_status AS s
-      WHERE s.run_id = r.run_id
-        AND (s.state = 'invalid'
-             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
-             -- no feedback then, and its feedback_stats still promise none (a verdict entered
-             -- after the run was first examined reaches feedback_stats on the next upsert)
-             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
-ORDER BY r.id
-LIMIT %(batch_size)s;
+-- Each document is detoasted once, and only for the rows returned: the batch is chosen with
+-- r.data passed up as it is stored (a TOAST pointer, even through a sort), and above the
+-- LIMIT the LATERAL subquery (kept apart by OFFSET 0) reads it once as `#> '{}'`, an empty
+-- path, which returns the decompressed value itself whatever its type (`|| '{}'`, as in
+-- patch_batch, would turn a scalar into an array). Read as two functions of r.data, each
+-- fetched and decompressed the whole document: 6.3 against 4.4 ms per batch on the figure-2
+-- archive, 100 k rows (bench/profile_patch.py, variants walk_twice and shipped).
+SELECT w.id, w.run_id, w.run_date, jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,
+       w.attempts
+FROM (
+    SELECT r.id, r.run_id, r.run_date, r.data,
+           COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
+    FROM runs AS r
+    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.run_date = %(day)s
+      AND r.id > %(after_id)s::integer
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+      AND NOT EXISTS (
+          SELECT 1 FROM feedback_backfill_status AS s
+          WHERE s.run_id = r.run_id
+            AND (s.state = 'invalid'
+                 OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+                 -- no feedback then, and its feedback_stats still promise none (a verdict entered
+                 -- after the run was first examined reaches feedback_stats on the next upsert)
+                 OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
+    ORDER BY r.id
+    LIMIT %(batch_size)s
+) AS w
+CROSS JOIN LATERAL (SELECT w.data #> '{}'::text[] AS doc OFFSET 0) AS d
+ORDER BY w.id;
 
 -- settled_marks --
 -- The window's settled marks (feedback_backfill_settled, fb0006): on each of these days a
@@ -203,39 +215,45 @@ WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
 -- before fb0005 have no row_id and are matched by run_id. Not the whole ledger: merged
 -- with the day's rows lacking records it would cost what the mark saves. Rows archived
 -- into the day later have higher ids (SERIAL) and are above the mark; reset and revert
--- delete the marks.
-SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats,
-       COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
-FROM runs AS r
-WHERE r.id IN (
-      SELECT m.id FROM runs AS m
-      WHERE COALESCE(jsonb_typeof(m.data -> 'feedback_records'), 'null') = 'null'
-        AND m.data @? '$.feedback_stats.* ? (@.n > 0)'
-        AND m.run_date = %(day)s AND m.id > %(after_id)s::integer AND m.id <= %(mark)s::integer
-      UNION ALL
-      SELECT f.id FROM feedback_backfill_status AS s JOIN runs AS f ON f.run_id = s.run_id
-      WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
-      UNION ALL
-      SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
-      WHERE s.records_md5 IS NOT NULL AND s.stats_count = 0 AND s.run_date = %(day)s
-        AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
-        AND l.run_date = %(day)s AND l.id > %(after_id)s::integer AND l.id <= %(mark)s::integer
-      UNION ALL
-      SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
-      WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s)
-  AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-  AND r.run_date = %(day)s
-  AND r.id > %(after_id)s::integer AND r.id <= %(mark)s::integer
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-  AND NOT EXISTS (
-      SELECT 1 FROM feedback_backfill_status AS s
-      WHERE s.run_id = r.run_id
-        AND (s.state = 'invalid'
-             OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
-             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
-ORDER BY r.id
-LIMIT %(batch_size)s;
+-- delete the marks. Each document is detoasted once, above the LIMIT (see walk_batch): the
+-- ids found are sorted, and anything computed below the sort is computed for each of them.
+SELECT w.id, w.run_id, w.run_date, jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,
+       w.attempts
+FROM (
+    SELECT r.id, r.run_id, r.run_date, r.data,
+           COALESCE((SELECT s.attempts FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id), 0) AS attempts
+    FROM runs AS r
+    WHERE r.id IN (
+          SELECT m.id FROM runs AS m
+          WHERE COALESCE(jsonb_typeof(m.data -> 'feedback_records'), 'null') = 'null'
+            AND m.data @? '$.feedback_stats.* ? (@.n > 0)'
+            AND m.run_date = %(day)s AND m.id > %(after_id)s::integer AND m.id <= %(mark)s::integer
+          UNION ALL
+          SELECT f.id FROM feedback_backfill_status AS s JOIN runs AS f ON f.run_id = s.run_id
+          WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
+          UNION ALL
+          SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
+          WHERE s.records_md5 IS NOT NULL AND s.stats_count = 0 AND s.run_date = %(day)s
+            AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
+            AND l.run_date = %(day)s AND l.id > %(after_id)s::integer AND l.id <= %(mark)s::integer
+          UNION ALL
+          SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
+          WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s)
+      AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.run_date = %(day)s
+      AND r.id > %(after_id)s::integer AND r.id <= %(mark)s::integer
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+      AND NOT EXISTS (
+          SELECT 1 FROM feedback_backfill_status AS s
+          WHERE s.run_id = r.run_id
+            AND (s.state = 'invalid'
+                 OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+                 OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
+    ORDER BY r.id
+    LIMIT %(batch_size)s
+) AS w
+CROSS JOIN LATERAL (SELECT w.data #> '{}'::text[] AS doc OFFSET 0) AS d
+ORDER BY w.id;
 
 -- count_settled --
 -- How many rows of one day at or below its settled mark the walk will visit (walk_settled's rows).
@@ -367,10 +385,14 @@ RETURNING r.run_id, CASE WHEN c.doc ? 'feedback_records' THEN 'null' ELSE 'absen
 -- marker, refetched_at: updated_at moves with every checkpoint and every `backfill retry`.
 -- With %(replace_extractor)s (--replace-extractor-records), also the day's rows holding the
 -- extractor's reduced records (runs_feedback_extractor_idx, predicate word for word).
-SELECT w.id, w.run_id, w.run_date, w.data_type, w.feedback_stats, w.attempts
+-- The union is of ids alone, ordered and cut to the batch before any document is read: with
+-- the documents' functions in its branches, every batch detoasted every remaining candidate
+-- of the day (twice) to sort and deduplicate them. The batch's rows are then read by primary
+-- key, each document detoasted once (see walk_batch).
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,
+       COALESCE(s.attempts, 0) AS attempts
 FROM (
-    SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-           r.data -> 'feedback_stats' AS feedback_stats, s.attempts
+    SELECT r.id
     FROM feedback_backfill_status AS s
     JOIN runs AS r ON r.run_id = s.run_id
     WHERE s.run_date = %(day)s
@@ -379,8 +401,7 @@ FROM (
       AND r.id > %(after_id)s::integer
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
     UNION
-    SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-           r.data -> 'feedback_stats' AS feedback_stats, COALESCE(s.attempts, 0) AS attempts
+    SELECT r.id
     FROM runs AS r
     LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
     WHERE %(replace_extractor)s
@@ -389,9 +410,13 @@ FROM (
       AND r.id > %(after_id)s::integer
       AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    ORDER BY id
+    LIMIT %(batch_size)s
 ) AS w
-ORDER BY w.id
-LIMIT %(batch_size)s;
+JOIN runs AS r ON r.id = w.id
+LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+CROSS JOIN LATERAL (SELECT r.data #> '{}'::text[] AS doc OFFSET 0) AS d
+ORDER BY r.id;
 
 -- patch_refetch --
 -- Replace feedback_records in place where they are still the ones we wrote (md5 as recorded)
@@ -750,13 +775,15 @@ LIMIT %(sample)s;
 -- verify_rows --
 -- The stored records of a chunk of the sample, and whether they are still the ones we wrote
 -- (md5 as in the ledger); if not, whether they vanished or the extractor's records replaced them.
-SELECT r.id, r.run_id, r.run_date, jsonb_typeof(r.data) AS data_type,
-       r.data -> 'feedback_stats' AS feedback_stats, r.data -> 'feedback_records' AS stored,
-       md5((r.data -> 'feedback_records')::text) IS NOT DISTINCT FROM s.records_md5 AS ours,
-       COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null' AS vanished,
-       COALESCE((r.data -> 'feedback_records') @? '$[*].feedback_source_type', false) AS extractor
+-- Each document is detoasted once (see walk_batch), not once for each of these six functions of it.
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(d.doc) AS data_type,
+       d.doc -> 'feedback_stats' AS feedback_stats, d.doc -> 'feedback_records' AS stored,
+       md5((d.doc -> 'feedback_records')::text) IS NOT DISTINCT FROM s.records_md5 AS ours,
+       COALESCE(jsonb_typeof(d.doc -> 'feedback_records'), 'null') = 'null' AS vanished,
+       COALESCE((d.doc -> 'feedback_records') @? '$[*].feedback_source_type', false) AS extractor
 FROM feedback_backfill_status AS s
 JOIN runs AS r ON r.run_id = s.run_id
+CROSS JOIN LATERAL (SELECT r.data #> '{}'::text[] AS doc OFFSET 0) AS d
 WHERE s.run_id = ANY(%(run_ids)s::text[]);
 
 -- =====================================================================================
