@@ -362,6 +362,9 @@ def test_a_run_whose_lease_was_taken_over_writes_nothing_more(dsn, bouncer):
         run = cli(url, fake)  # batches of 10: the first is written, the second waits on the API
         try:
             assert asked.wait(30), "the run never reached its second batch"
+            # fetch ahead sends batch 2's request while batch 1 is being written: take the
+            # lease once batch 1 is committed, so that the write refused is batch 2's
+            wait_for(lambda: len(status(dsn)) == 10, 30, "the first batch's checkpoint")
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(
                     "UPDATE feedback_backfill_lease SET holder = 'intruder', command = 'revert',"
