@@ -5,9 +5,12 @@ table instead of the API: the window's rows of the project come from the same wa
 days in order, keyset on id, the same skips), each row's outcome from the same ``decide``
 and the batch goes through the same ``store.write`` (patch in place, checkpoint, ledger,
 FOR UPDATE SKIP LOCKED, the lease checked inside the transaction). A row whose staged
-records are fewer than its feedback_stats promise (feedback created after the pass began,
-or a record the listing missed) is fetched run by run before it is judged, as today; a row
-with none staged and none promised is ``no_feedback``. Staged records of runs that are not
+records are not as many as its feedback_stats promise (feedback created after the pass
+began or deleted since, or a record the listing missed), a row examined before (it holds a
+status entry: re-archived or walked again, its staged copy may predate a reviewer's edit)
+and a row whose staged records an earlier listing staged (a pass that extends a listing
+lists only what was created since) are fetched run by run before being judged, as today; a
+row with none staged and none promised is ``no_feedback``. Staged records of runs that are not
 rows of the window are counted and never written. The apply phase asks the API for few
 rows, so it fetches in line rather than one batch ahead.
 
@@ -96,23 +99,52 @@ def _done(runner: Runner, current: Listing, fallback: str | None) -> None:
     current.fallback = fallback
 
 
-def staged(runner: Runner, current: Listing, rows: list[Row]) -> dict[str, list[dict[str, Any]]]:
-    """Canonical run id -> its staged records (parsed back from their JSON text)."""
+def staged(
+    runner: Runner, current: Listing, rows: list[Row], stale: set[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Canonical run id -> its staged records (parsed back from their JSON text); the runs with a
+    record staged by an earlier listing than ``current`` are added to ``stale`` when given."""
     ids = [c for c in (canonical_run_id(r.run_id) for r in rows) if c]
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if ids:
         for r in runner.gw.execute("staged_for_runs", {"run_ids": ids, "session_id": current.session_id}):
             out[r["run_id"]].append(json.loads(r["record"]))
+            if stale is not None and r["listing_id"] != current.id:
+                stale.add(r["run_id"])
         runner.gw.commit()
     return out
+
+
+def _examined_before(runner: Runner, rows: list[Row]) -> set[str]:
+    """The rows' run ids (as stored) that hold a status entry."""
+    if not rows:
+        return set()
+    found = {r["run_id"] for r in runner.gw.execute("examined_before", {"run_ids": [r.run_id for r in rows]})}
+    runner.gw.commit()
+    return found
+
+
+def _to_fetch(runner: Runner, current: Listing, valid: list[Row]) -> tuple[dict[str, list[dict[str, Any]]], list[Row]]:
+    """The staged records of the batch, and the rows that are fetched run by run instead: a row
+    examined before (re-archived, perhaps after a reviewer edited or deleted a record that an
+    earlier listing staged), one whose staged copies come from an earlier listing (this pass
+    listed only what was created since), and one whose staged count is not its promise."""
+    stale: set[str] = set()
+    have = staged(runner, current, valid, stale)
+    before = _examined_before(runner, valid)
+    short = []
+    for r in valid:
+        c = canonical_run_id(r.run_id) or ""
+        if r.run_id in before or c in stale or len(have.get(c, [])) != promised(r.feedback_stats):
+            short.append(r)
+    return have, short
 
 
 def apply(runner: Runner, current: Listing, opts: RunOptions, bar: tqdm[Any]) -> None:
     """The window's rows of the project, judged from the staged records (run by run where they fall short)."""
     for batch in walk(runner.gw, opts, runner.refetch_since):
         valid = [r for r in batch if invalid(r) is None]
-        have = staged(runner, current, valid)
-        short = [r for r in valid if len(have.get(canonical_run_id(r.run_id) or "", [])) < promised(r.feedback_stats)]
+        have, short = _to_fetch(runner, current, valid)
         fetched = fetch_isolating(runner.source, [r.run_id for r in short]) if short else {}
         runner.check_workspace(short, fetched)
         answers = {r.run_id: fetched.get(r.run_id, have.get(canonical_run_id(r.run_id) or "", [])) for r in valid}

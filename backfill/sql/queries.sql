@@ -955,10 +955,16 @@ WHERE s.session_id = %(session_id)s
       WHERE r.run_id = s.run_id AND r.run_date >= %(since)s AND r.run_date < %(until)s);
 
 -- staged_for_runs --
--- The staged records of a batch's runs (canonical run ids), for the apply phase.
-SELECT s.run_id, s.record FROM feedback_backfill_staged AS s
+-- The staged records of a batch's runs (canonical run ids), for the apply phase, with the
+-- listing that staged each (a copy from an earlier listing may be stale).
+SELECT s.run_id, s.record, s.listing_id FROM feedback_backfill_staged AS s
 WHERE s.run_id = ANY(%(run_ids)s::text[]) AND s.session_id = %(session_id)s
 ORDER BY s.run_id, s.record_id;
+
+-- examined_before --
+-- The batch's runs that hold a status entry (examined before: re-archived since, or walked
+-- again): their staged copies may predate a reviewer's edit, so they are fetched run by run.
+SELECT s.run_id FROM feedback_backfill_status AS s WHERE s.run_id = ANY(%(run_ids)s::text[]);
 
 -- sample_runs --
 -- The sampled check: up to %(n)s of the window's runs of the project whose feedback_stats

@@ -1,0 +1,46 @@
+"""The project strategy against what the API holds now: edits after a listing, revert, --refetch,
+the sampled check, a database not upgraded. Real PostgreSQL, the fake over HTTP."""
+
+from __future__ import annotations
+
+import psycopg
+
+from .helpers import seed_traces
+from .test_project_strategy import TRACES, expected, go, serve, stored
+
+
+def reviewed(dsn: str) -> str:
+    """A run enriched from the listing of its own project (its records carry its session_id)."""
+    with psycopg.connect(dsn) as conn:
+        (run_id,) = conn.execute(
+            "SELECT run_id FROM runs WHERE project = 'proj-a' AND data -> 'feedback_records' <> '[]' ORDER BY id LIMIT 1"
+        ).fetchone()
+    return str(run_id)
+
+
+def edit(fake, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """A reviewer changes the score of the run's first record (same id, same created_at)."""
+    recs = fake.records_of(run_id)
+    fake.set_feedback(run_id, [{**recs[0], "score": 0.123}, *recs[1:]])
+
+
+def re_archive(dsn: str, run_id: str) -> None:
+    """The extractor replaces the row's document whole: feedback_records gone (stats unchanged)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data - 'feedback_records' WHERE run_id = %s", (run_id,))
+
+
+def test_a_record_edited_then_re_archived_is_stored_as_the_api_holds_it_on_the_next_pass(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        go(dsn, fake, strategy="project")
+        x = reviewed(dsn)
+        edit(fake, x)
+        re_archive(dsn, x)
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project")  # extends the applied listing: lists only what is new
+    assert summary.exit_code == 0 and summary.examined == 1
+    assert stored(dsn)[x] == want[x] and want[x][0]["score"] == 0.123
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
