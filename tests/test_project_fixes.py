@@ -3,7 +3,12 @@ the sampled check, a database not upgraded. Real PostgreSQL, the fake over HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import psycopg
+
+from backfill import listing, operations
+from backfill.config import Database, Window
 
 from .helpers import seed_traces
 from .test_project_strategy import TRACES, expected, go, serve, stored
@@ -44,3 +49,25 @@ def test_a_record_edited_then_re_archived_is_stored_as_the_api_holds_it_on_the_n
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
 
 
+
+
+def test_after_a_revert_the_next_pass_lists_afresh_and_stores_the_api_s_current_records(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        go(dsn, fake, strategy="project")
+        operations.revert(Database(dsn), Window.parse("14d"))
+        x = next(r.run_id for r in runs if r.project == "proj-a" and fake.records_of(r.run_id))
+        edit(fake, x)
+        want = expected(fake, runs)
+        n = len(fake.feedback_requests())
+        summary = go(dsn, fake, strategy="project")
+        listed = [r for r in fake.feedback_requests()[n:] if "session" in r.query]
+    assert summary.exit_code == 0 and summary.strategy == "project" and not summary.fallbacks
+    # the retired listings are not extended: each project is listed again from the window's start
+    start = listing.window_start(Window.parse("14d"))
+    assert {dt.datetime.fromisoformat(r.query["min_created_at"][0]) for r in listed} >= {start}
+    assert stored(dsn)[x] == want[x] and want[x][0]["score"] == 0.123
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+    with psycopg.connect(dsn) as conn:
+        retired = conn.execute("SELECT count(*) FROM feedback_backfill_listing WHERE fallback LIKE 'retired%'").fetchone()
+    assert retired == (2,)

@@ -301,6 +301,17 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 DELETE FROM feedback_backfill_settled AS m
 WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
 
+-- listings_retire --
+-- Retire the listings of the window's projects (reset, revert, in unsettle's transaction):
+-- marked applied and fallen back, the next pass of such a project starts a new listing and
+-- drops its staged copies (listing.begin) instead of extending one whose records it wrote.
+UPDATE feedback_backfill_listing AS l
+SET completed_at = COALESCE(l.completed_at, now()), applied_at = COALESCE(l.applied_at, now()),
+    fallback = COALESCE(l.fallback, %(why)s)
+WHERE EXISTS (
+    SELECT 1 FROM runs AS r
+    WHERE r.project = l.project AND r.run_date >= %(since)s AND r.run_date < %(until)s);
+
 -- workspace_probe_runs --
 -- The wrong-workspace probe (runner.Runner._check_workspace): the window's newest runs whose
 -- feedback_stats count records, newest day first. New feedback is the least likely to
