@@ -40,6 +40,8 @@ GROWTH = 2.0
 #: the previous one ended: a record committed late (created just before that moment, visible
 #: just after) is not lost; the records listed twice are staged once.
 OVERLAP = dt.timedelta(minutes=10)
+#: An unfinished listing that ended longer ago than this is not resumed: a new one lists afresh.
+RESUME_AGE = dt.timedelta(hours=1)
 #: A slice this short that still cannot be listed makes the project fall back to ``runs``.
 MIN_SLICE = dt.timedelta(seconds=1)
 #: The first slice when nothing is promised (the range is then mostly empty: slices grow).
@@ -101,8 +103,8 @@ def session_id(gw: db.Gateway, source: FeedbackSource, project: str, window: Win
 
 
 def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id: int | None, *, fresh: bool) -> Listing:
-    """The listing this pass works on: the project's unfinished one (resumed where it stopped),
-    else a new one up to now; unless ``fresh`` (a --refetch wants records as they are now),
+    """The listing this pass works on: the project's unfinished one (resumed where it stopped,
+    unless ``resumable`` says otherwise), else a new one up to now; unless ``fresh`` (a --refetch wants records as they are now),
     a new one after a completed listing lists only what was created since (``--follow``)."""
     start = window_start(window)
     latest = gw.execute("listing_latest", {"project": project})
@@ -110,7 +112,7 @@ def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id:
     gw.commit()
     last = Listing(**latest[0]) if latest else None
     if last is not None and last.session_id == sid and last.listed_from <= start:
-        if last.applied_at is None:
+        if last.applied_at is None and resumable(last, window, now, fresh=fresh):
             return last
         if extends(latest[0], window, fresh=fresh):
             with gw.transaction():
@@ -122,6 +124,14 @@ def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id:
         gw.execute("staged_clear", {"session_id": sid})
         row = gw.one("listing_start", _new(invocation_id, project, sid, start, now, start))
     return Listing(**row)
+
+
+def resumable(last: Listing, window: Window, now: dt.datetime, *, fresh: bool) -> bool:
+    """Whether an unfinished listing is resumed rather than replaced: not under --refetch (it
+    wants records as they are now), not when it ends more than ``RESUME_AGE`` ago (records
+    edited since would be staged as they were), not when the window holds days after its end."""
+    ends_on = last.listed_to.astimezone(dt.UTC).date()
+    return not fresh and now - last.listed_to <= RESUME_AGE and window.until <= ends_on + dt.timedelta(days=1)
 
 
 def extends(latest: dict[str, Any] | None, window: Window, *, fresh: bool) -> bool:

@@ -71,3 +71,49 @@ def test_after_a_revert_the_next_pass_lists_afresh_and_stores_the_api_s_current_
     with psycopg.connect(dsn) as conn:
         retired = conn.execute("SELECT count(*) FROM feedback_backfill_listing WHERE fallback LIKE 'retired%'").fetchone()
     assert retired == (2,)
+
+
+def unfinish(dsn: str, project: str, ago: str = "0 minutes") -> int:
+    """The project's listing as a kill -9 inside it leaves it (listed but for its last minute),
+    its end moved ``ago`` into the past; its id."""
+    with psycopg.connect(dsn) as conn:
+        (lid,) = conn.execute(
+            "UPDATE feedback_backfill_listing SET completed_at = NULL, applied_at = NULL,"
+            " listed_to = listed_to - %s::interval, listed_until = listed_to - %s::interval - interval '1 minute'"
+            " WHERE project = %s RETURNING id",
+            (ago, ago, project),
+        ).fetchone()
+    return int(lid)
+
+
+def projects_listings(dsn: str, project: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [i for (i,) in conn.execute("SELECT id FROM feedback_backfill_listing WHERE project = %s", (project,))]
+
+
+def test_refetch_after_a_killed_listing_lists_afresh_and_stores_the_api_s_current_records(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        go(dsn, fake, strategy="project")
+        killed = unfinish(dsn, "proj-a")
+        x = next(r.run_id for r in runs if r.project == "proj-a" and fake.records_of(r.run_id))
+        edit(fake, x)
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project", refetch=True)
+    assert summary.exit_code == 0 and not summary.fallbacks
+    (new,) = [i for i in projects_listings(dsn, "proj-a") if i != killed]  # not the killed one resumed
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want and want[x][0]["score"] == 0.123
+
+
+def test_an_unfinished_listing_that_ended_over_an_hour_ago_is_not_resumed(dsn):
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        go(dsn, fake, strategy="project")
+        killed = unfinish(dsn, "proj-a", ago="2 hours")
+        with psycopg.connect(dsn) as conn:  # the rows of proj-a to enrich again
+            conn.execute("UPDATE runs SET data = data - 'feedback_records' WHERE project = 'proj-a'")
+            conn.execute("DELETE FROM feedback_backfill_status")
+        want = expected(fake, runs)
+        go(dsn, fake, strategy="project")
+    assert [i for i in projects_listings(dsn, "proj-a") if i != killed]
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
