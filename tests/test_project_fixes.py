@@ -4,14 +4,19 @@ the sampled check, a database not upgraded. Real PostgreSQL, the fake over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import psycopg
 
 from backfill import listing, operations
 from backfill.config import Database, Window
+from backfill.sandbox.fake_langsmith import FakeLangSmith
+from backfill.sandbox.fake_langsmith.listing import Filters
+from backfill.sandbox.fake_langsmith.plumbing import Answer
+from backfill.sandbox.traces import trace_feedback
 
 from .helpers import seed_traces
-from .test_project_strategy import TRACES, expected, go, serve, stored
+from .test_project_strategy import KEY, TRACES, expected, go, serve, stored
 
 
 def reviewed(dsn: str) -> str:
@@ -117,3 +122,49 @@ def test_an_unfinished_listing_that_ended_over_an_hour_ago_is_not_resumed(dsn):
         go(dsn, fake, strategy="project")
     assert [i for i in projects_listings(dsn, "proj-a") if i != killed]
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+class ListsOtherScores(FakeLangSmith):
+    """Its project listing serves every record with another score than its per-run answer."""
+
+    def _matching(self, filters: Filters) -> list[dict[str, Any]]:
+        found = super()._matching(filters)
+        return [{**r, "score": 0.5} for r in found] if filters.listing else found
+
+
+class PoisonsTheSample(FakeLangSmith):
+    """The first request naming runs (proj-a's sampled check) fixes the sample; every request
+    naming one of two thirds of it fails with a 500: the check answers for fewer than half."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing: set[str] = set()
+
+    def _matching(self, filters: Filters) -> list[dict[str, Any]]:
+        if not filters.listing and not self.failing:
+            self.failing = set(filters.runs[: 2 * len(filters.runs) // 3 + 1])
+        if self.failing & set(filters.runs):
+            raise Answer(500, "Internal Server Error")
+        return super()._matching(filters)
+
+
+def test_the_sampled_check_compares_the_records_content_and_falls_back_when_the_listing_differs(dsn):
+    runs = seed_traces(dsn, TRACES)
+    fake = ListsOtherScores(api_key=KEY, feedback=trace_feedback())
+    fake.add_runs(r.info for r in runs)
+    with fake:
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project")
+    assert set(summary.fallbacks) == {"proj-a", "proj-b"}
+    assert all("listed otherwise than they hold" in why for why in summary.fallbacks.values()), summary.fallbacks
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_the_sampled_check_falls_back_when_fewer_than_half_of_its_sample_answered(dsn):
+    runs = seed_traces(dsn, TRACES)
+    fake = PoisonsTheSample(api_key=KEY, feedback=trace_feedback())
+    fake.add_runs(r.info for r in runs)
+    with fake:
+        summary = go(dsn, fake, strategy="project")
+    why = summary.fallbacks.get("proj-a", "")
+    assert why.startswith("only ") and "sampled run(s) could be fetched run by run" in why, summary.fallbacks
