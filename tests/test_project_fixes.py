@@ -4,11 +4,14 @@ the sampled check, a database not upgraded. Real PostgreSQL, the fake over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
 
-from backfill import listing, operations
+from backfill import listing, migrate, operations
 from backfill.config import Database, Window
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.fake_langsmith.listing import Filters
@@ -168,3 +171,19 @@ def test_the_sampled_check_falls_back_when_fewer_than_half_of_its_sample_answere
         summary = go(dsn, fake, strategy="project")
     why = summary.fallbacks.get("proj-a", "")
     assert why.startswith("only ") and "sampled run(s) could be fetched run by run" in why, summary.fallbacks
+
+
+def test_run_on_a_database_at_fb0006_says_to_upgrade_in_one_line_and_records_nothing(dsn):
+    seed_traces(dsn, 10)
+    migrate.downgrade(Database(dsn), "fb0006")
+    with serve([]) as fake:
+        env = {**os.environ, "DATABASE_URL": dsn, "LANGSMITH_API_KEY": KEY, "LANGSMITH_ENDPOINT": fake.url}
+        env["LANGSMITH_CONFIG_FILE"] = os.devnull
+        done = subprocess.run(
+            [sys.executable, "-m", "backfill", "run", "--no-progress"], env=env, capture_output=True, text=True
+        )
+    assert done.returncode == 1, done
+    (line,) = [x for x in done.stderr.splitlines() if " error: " in x]
+    assert "run `backfill db upgrade`" in line and "Traceback" not in done.stderr
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM feedback_backfill_invocations").fetchone() == (0,)

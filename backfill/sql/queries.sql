@@ -3,11 +3,14 @@
 -- A block starts with a line "-- name --", then a one-line description.
 
 -- check_schema --
--- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run.)
+-- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run;
+-- a database at an older revision lacks the later tables: it would fail mid-run otherwise.)
 SELECT to_regclass('feedback_backfill_status') IS NOT NULL
    AND to_regclass('feedback_backfill_invocations') IS NOT NULL
    AND to_regclass('feedback_backfill_lease') IS NOT NULL
-   AND to_regclass('feedback_backfill_settled') IS NOT NULL AS migrated;
+   AND to_regclass('feedback_backfill_settled') IS NOT NULL
+   AND to_regclass('feedback_backfill_listing') IS NOT NULL
+   AND to_regclass('feedback_backfill_staged') IS NOT NULL AS migrated;
 
 -- transaction_settings --
 -- The first statements of each of our transactions (bound client-side: SET takes no server
