@@ -96,7 +96,10 @@ def session_id(gw: db.Gateway, source: FeedbackSource, project: str, window: Win
         found = source.get_page({"name": project, "limit": 1, "include_stats": False}, "/sessions")
     except (BatchFailed, UrlTooLong) as exc:
         raise ListingFailed(f"LangSmith did not say the id of project {project!r} ({exc})") from None
-    match = [s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s["id"]))]
+    # an entry without an id (a proxy's or an older server's answer) cannot name the project
+    match = [s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s.get("id")))]
+    if not match and any(isinstance(s, dict) and s.get("name") == project for s in found):
+        raise ListingFailed(f"LangSmith named project {project!r} without a valid id (GET /sessions?name=)")
     if not match:
         raise ListingFailed(f"LangSmith knows no project named {project!r} (GET /sessions?name=)")
     return str(canonical_run_id(str(match[0]["id"])))

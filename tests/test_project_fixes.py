@@ -4,6 +4,7 @@ the sampled check, a database not upgraded. Real PostgreSQL, the fake over HTTP.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,24 @@ def test_run_on_a_database_at_fb0006_says_to_upgrade_in_one_line_and_records_not
     assert "run `backfill db upgrade`" in line and "Traceback" not in done.stderr
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM feedback_backfill_invocations").fetchone() == (0,)
+
+
+class SessionsWithoutId(FakeLangSmith):
+    """GET /sessions?name= answers its projects without their id."""
+
+    def _sessions_answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        found = json.loads(super()._sessions_answer(path, query, headers))
+        return json.dumps([{k: v for k, v in s.items() if k != "id"} for s in found])
+
+
+def test_a_project_named_without_an_id_falls_back_to_runs_in_one_line(dsn):
+    runs = seed_traces(dsn, TRACES, projects=("proj-a",))
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE runs SET data = data - 'session_id'")
+    fake = SessionsWithoutId(api_key=KEY, feedback=trace_feedback())
+    fake.add_runs(r.info for r in runs)
+    with fake:
+        want = expected(fake, runs)
+        summary = go(dsn, fake, strategy="project")
+    assert summary.fallbacks == {"proj-a": "LangSmith named project 'proj-a' without a valid id (GET /sessions?name=)"}
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
