@@ -821,9 +821,12 @@ SELECT current_user AS role,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'INSERT') AS settled_insert,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'UPDATE') AS settled_update,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'DELETE') AS settled_delete,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'SELECT') AS listing_select,
        has_table_privilege(to_regclass('feedback_backfill_listing'), 'INSERT') AS listing_insert,
        has_table_privilege(to_regclass('feedback_backfill_listing'), 'UPDATE') AS listing_update,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'SELECT') AS staged_select,
        has_table_privilege(to_regclass('feedback_backfill_staged'), 'INSERT') AS staged_insert,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'UPDATE') AS staged_update,
        has_table_privilege(to_regclass('feedback_backfill_staged'), 'DELETE') AS staged_delete;
 
 -- check_stored_size --
