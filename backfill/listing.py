@@ -97,7 +97,9 @@ def session_id(gw: db.Gateway, source: FeedbackSource, project: str, window: Win
     except (BatchFailed, UrlTooLong) as exc:
         raise ListingFailed(f"LangSmith did not say the id of project {project!r} ({exc})") from None
     # an entry without an id (a proxy's or an older server's answer) cannot name the project
-    match = [s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s.get("id")))]
+    match = [
+        s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s.get("id")))
+    ]
     if not match and any(isinstance(s, dict) and s.get("name") == project for s in found):
         raise ListingFailed(f"LangSmith named project {project!r} without a valid id (GET /sessions?name=)")
     if not match:
@@ -107,8 +109,9 @@ def session_id(gw: db.Gateway, source: FeedbackSource, project: str, window: Win
 
 def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id: int | None, *, fresh: bool) -> Listing:
     """The listing this pass works on: the project's unfinished one (resumed where it stopped,
-    unless ``resumable`` says otherwise), else a new one up to now; unless ``fresh`` (a --refetch wants records as they are now),
-    a new one after a completed listing lists only what was created since (``--follow``)."""
+    when ``resumable``), else a new one up to now; unless ``fresh`` (a --refetch wants records
+    as they are now), a new one after a completed listing lists only what was created since
+    (``--follow``)."""
     start = window_start(window)
     latest = gw.execute("listing_latest", {"project": project})
     now: dt.datetime = gw.one("now")["now"]

@@ -27,7 +27,8 @@ def reviewed(dsn: str) -> str:
     """A run enriched from the listing of its own project (its records carry its session_id)."""
     with psycopg.connect(dsn) as conn:
         (run_id,) = conn.execute(
-            "SELECT run_id FROM runs WHERE project = 'proj-a' AND data -> 'feedback_records' <> '[]' ORDER BY id LIMIT 1"
+            "SELECT run_id FROM runs WHERE project = 'proj-a' AND data -> 'feedback_records' <> '[]'"
+            " ORDER BY id LIMIT 1"
         ).fetchone()
     return str(run_id)
 
@@ -58,8 +59,6 @@ def test_a_record_edited_then_re_archived_is_stored_as_the_api_holds_it_on_the_n
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
 
 
-
-
 def test_after_a_revert_the_next_pass_lists_afresh_and_stores_the_api_s_current_records(dsn):
     runs = seed_traces(dsn, TRACES)
     with serve(runs) as fake:
@@ -78,7 +77,9 @@ def test_after_a_revert_the_next_pass_lists_afresh_and_stores_the_api_s_current_
     assert stored(dsn)[x] == want[x] and want[x][0]["score"] == 0.123
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
     with psycopg.connect(dsn) as conn:
-        retired = conn.execute("SELECT count(*) FROM feedback_backfill_listing WHERE fallback LIKE 'retired%'").fetchone()
+        retired = conn.execute(
+            "SELECT count(*) FROM feedback_backfill_listing WHERE fallback LIKE 'retired%'"
+        ).fetchone()
     assert retired == (2,)
 
 
