@@ -28,9 +28,13 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("settled_insert", "INSERT on feedback_backfill_settled"),
         ("settled_update", "UPDATE on feedback_backfill_settled"),
         # the project strategy (fb0007): its listings' progress and the records it stages
+        # (a record listed again replaces its copy: INSERT ... ON CONFLICT DO UPDATE)
+        ("listing_select", "SELECT on feedback_backfill_listing"),
         ("listing_insert", "INSERT on feedback_backfill_listing"),
         ("listing_update", "UPDATE on feedback_backfill_listing"),
+        ("staged_select", "SELECT on feedback_backfill_staged"),
         ("staged_insert", "INSERT on feedback_backfill_staged"),
+        ("staged_update", "UPDATE on feedback_backfill_staged"),
         ("staged_delete", "DELETE on feedback_backfill_staged"),
     ],
     "status": [

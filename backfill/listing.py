@@ -40,6 +40,8 @@ GROWTH = 2.0
 #: the previous one ended: a record committed late (created just before that moment, visible
 #: just after) is not lost; the records listed twice are staged once.
 OVERLAP = dt.timedelta(minutes=10)
+#: An unfinished listing that ended longer ago than this is not resumed: a new one lists afresh.
+RESUME_AGE = dt.timedelta(hours=1)
 #: A slice this short that still cannot be listed makes the project fall back to ``runs``.
 MIN_SLICE = dt.timedelta(seconds=1)
 #: The first slice when nothing is promised (the range is then mostly empty: slices grow).
@@ -94,23 +96,29 @@ def session_id(gw: db.Gateway, source: FeedbackSource, project: str, window: Win
         found = source.get_page({"name": project, "limit": 1, "include_stats": False}, "/sessions")
     except (BatchFailed, UrlTooLong) as exc:
         raise ListingFailed(f"LangSmith did not say the id of project {project!r} ({exc})") from None
-    match = [s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s["id"]))]
+    # an entry without an id (a proxy's or an older server's answer) cannot name the project
+    match = [
+        s for s in found if isinstance(s, dict) and s.get("name") == project and canonical_run_id(str(s.get("id")))
+    ]
+    if not match and any(isinstance(s, dict) and s.get("name") == project for s in found):
+        raise ListingFailed(f"LangSmith named project {project!r} without a valid id (GET /sessions?name=)")
     if not match:
         raise ListingFailed(f"LangSmith knows no project named {project!r} (GET /sessions?name=)")
     return str(canonical_run_id(str(match[0]["id"])))
 
 
 def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id: int | None, *, fresh: bool) -> Listing:
-    """The listing this pass works on: the project's unfinished one (resumed where it stopped),
-    else a new one up to now; unless ``fresh`` (a --refetch wants records as they are now),
-    a new one after a completed listing lists only what was created since (``--follow``)."""
+    """The listing this pass works on: the project's unfinished one (resumed where it stopped,
+    when ``resumable``), else a new one up to now; unless ``fresh`` (a --refetch wants records
+    as they are now), a new one after a completed listing lists only what was created since
+    (``--follow``)."""
     start = window_start(window)
     latest = gw.execute("listing_latest", {"project": project})
     now: dt.datetime = gw.one("now")["now"]
     gw.commit()
     last = Listing(**latest[0]) if latest else None
     if last is not None and last.session_id == sid and last.listed_from <= start:
-        if last.applied_at is None:
+        if last.applied_at is None and resumable(last, window, now, fresh=fresh):
             return last
         if extends(latest[0], window, fresh=fresh):
             with gw.transaction():
@@ -122,6 +130,14 @@ def begin(gw: db.Gateway, project: str, sid: str, window: Window, invocation_id:
         gw.execute("staged_clear", {"session_id": sid})
         row = gw.one("listing_start", _new(invocation_id, project, sid, start, now, start))
     return Listing(**row)
+
+
+def resumable(last: Listing, window: Window, now: dt.datetime, *, fresh: bool) -> bool:
+    """Whether an unfinished listing is resumed rather than replaced: not under --refetch (it
+    wants records as they are now), not when it ends more than ``RESUME_AGE`` ago (records
+    edited since would be staged as they were), not when the window holds days after its end."""
+    ends_on = last.listed_to.astimezone(dt.UTC).date()
+    return not fresh and now - last.listed_to <= RESUME_AGE and window.until <= ends_on + dt.timedelta(days=1)
 
 
 def extends(latest: dict[str, Any] | None, window: Window, *, fresh: bool) -> bool:

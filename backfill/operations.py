@@ -219,13 +219,16 @@ def _by_day(database: Database, window: Window, dry_run: bool, count: str, keep_
             n = gw.one(count, params)["rows"]
             gw.commit()
             return Change(n, dry_run=True)
-        _require_owner(gw, "revert" if revert else "reset", revert)
+        command = "revert" if revert else "reset"
+        _require_owner(gw, command, revert)
         # Under the lease: a concurrent `backfill run` would re-patch what we remove.
-        with db.holding(gw, "revert" if revert else "reset"):
+        with db.holding(gw, command):
             # the marks first: rows whose checkpoint goes (or that lack records again) below
             # a mark would not be walked again; a kill after this only costs a full walk
             with gw.transaction():
                 gw.execute("unsettle", params)
+                # a listing extended after this would write its staged copies back
+                gw.execute("listings_retire", {**params, "why": f"retired by backfill {command}"})
             days = [r["run_date"] for r in gw.execute("ledger_days", params)]
             gw.commit()
             change = Change(0)
@@ -255,6 +258,7 @@ def _require_owner(gw: db.Gateway, command: str, revert: bool) -> None:
             ("DELETE on feedback_backfill_status", got["status_delete"]),
             ("DELETE on feedback_backfill_settled", got["settled_delete"]),
             ("UPDATE (data) on runs", got["runs_update_data"] or not revert),
+            ("UPDATE on feedback_backfill_listing", got["listing_update"]),
             ("INSERT, UPDATE on feedback_backfill_lease", got["lease_insert"] and got["lease_update"]),
         )
         if not ok

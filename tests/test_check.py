@@ -229,3 +229,18 @@ def test_bad_options_are_usage_errors():
     result = CliRunner().invoke(app, ["check", "--delay-ms", "-5"], env={"DATABASE_URL": "postgresql://x@h/db"})
     assert result.exit_code == 2
     assert result.stderr.strip() == "backfill: error: --delay-ms must be 0 or more"
+
+
+def test_role_without_select_or_update_on_the_staged_records_cannot_run(dsn, fake, limited_role):
+    """The project strategy reads its staged records and replaces a copy listed again (ON CONFLICT DO UPDATE)."""
+    role, url = limited_role
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"GRANT UPDATE (data) ON runs TO {role}")
+        conn.execute(f"REVOKE SELECT, UPDATE ON feedback_backfill_staged FROM {role}")
+    seed(dsn, 20)
+    code, lines = check(url, fake)
+    assert code == 1
+    assert item(lines, "can run") == (
+        f"FAIL  can run      role {role} lacks SELECT on feedback_backfill_staged, UPDATE on feedback_backfill_staged"
+        " for `backfill run`"
+    )

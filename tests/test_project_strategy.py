@@ -71,7 +71,7 @@ def forget(dsn: str) -> None:
         conn.execute("DELETE FROM feedback_backfill_status")
         conn.execute("DELETE FROM feedback_backfill_staged")
         conn.execute("DELETE FROM feedback_backfill_listing")
-        conn.execute("DELETE FROM feedback_backfill_settled")  # the marks summarize the checkpoint
+        conn.execute("DELETE FROM feedback_backfill_settled")  # the runs strategy marks the days it walked whole
 
 
 def test_project_strategy_enriches_exactly_and_row_for_row_as_the_runs_strategy(dsn):

@@ -3,11 +3,14 @@
 -- A block starts with a line "-- name --", then a one-line description.
 
 -- check_schema --
--- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run.)
+-- Do our tables exist? (NULL means `backfill db upgrade` / `alembic upgrade head` has not been run;
+-- a database at an older revision lacks the later tables: it would fail mid-run otherwise.)
 SELECT to_regclass('feedback_backfill_status') IS NOT NULL
    AND to_regclass('feedback_backfill_invocations') IS NOT NULL
    AND to_regclass('feedback_backfill_lease') IS NOT NULL
-   AND to_regclass('feedback_backfill_settled') IS NOT NULL AS migrated;
+   AND to_regclass('feedback_backfill_settled') IS NOT NULL
+   AND to_regclass('feedback_backfill_listing') IS NOT NULL
+   AND to_regclass('feedback_backfill_staged') IS NOT NULL AS migrated;
 
 -- transaction_settings --
 -- The first statements of each of our transactions (bound client-side: SET takes no server
@@ -327,6 +330,17 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- lack a checkpoint below the marks). Before any checkpoint row is deleted.
 DELETE FROM feedback_backfill_settled AS m
 WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
+
+-- listings_retire --
+-- Retire the listings of the window's projects (reset, revert, in unsettle's transaction):
+-- marked applied and fallen back, the next pass of such a project starts a new listing and
+-- drops its staged copies (listing.begin) instead of extending one whose records it wrote.
+UPDATE feedback_backfill_listing AS l
+SET completed_at = COALESCE(l.completed_at, now()), applied_at = COALESCE(l.applied_at, now()),
+    fallback = COALESCE(l.fallback, %(why)s)
+WHERE EXISTS (
+    SELECT 1 FROM runs AS r
+    WHERE r.project = l.project AND r.run_date >= %(since)s AND r.run_date < %(until)s);
 
 -- workspace_probe_runs --
 -- The wrong-workspace probe (runner.Runner._check_workspace): the window's newest runs whose
@@ -843,9 +857,12 @@ SELECT current_user AS role,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'INSERT') AS settled_insert,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'UPDATE') AS settled_update,
        has_table_privilege(to_regclass('feedback_backfill_settled'), 'DELETE') AS settled_delete,
+       has_table_privilege(to_regclass('feedback_backfill_listing'), 'SELECT') AS listing_select,
        has_table_privilege(to_regclass('feedback_backfill_listing'), 'INSERT') AS listing_insert,
        has_table_privilege(to_regclass('feedback_backfill_listing'), 'UPDATE') AS listing_update,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'SELECT') AS staged_select,
        has_table_privilege(to_regclass('feedback_backfill_staged'), 'INSERT') AS staged_insert,
+       has_table_privilege(to_regclass('feedback_backfill_staged'), 'UPDATE') AS staged_update,
        has_table_privilege(to_regclass('feedback_backfill_staged'), 'DELETE') AS staged_delete;
 
 -- check_stored_size --
@@ -991,10 +1008,16 @@ WHERE s.session_id = %(session_id)s
       WHERE r.run_id = s.run_id AND r.run_date >= %(since)s AND r.run_date < %(until)s);
 
 -- staged_for_runs --
--- The staged records of a batch's runs (canonical run ids), for the apply phase.
-SELECT s.run_id, s.record FROM feedback_backfill_staged AS s
+-- The staged records of a batch's runs (canonical run ids), for the apply phase, with the
+-- listing that staged each (a copy from an earlier listing may be stale).
+SELECT s.run_id, s.record, s.listing_id FROM feedback_backfill_staged AS s
 WHERE s.run_id = ANY(%(run_ids)s::text[]) AND s.session_id = %(session_id)s
 ORDER BY s.run_id, s.record_id;
+
+-- examined_before --
+-- The batch's runs that hold a status entry (examined before: re-archived since, or walked
+-- again): their staged copies may predate a reviewer's edit, so they are fetched run by run.
+SELECT s.run_id FROM feedback_backfill_status AS s WHERE s.run_id = ANY(%(run_ids)s::text[]);
 
 -- sample_runs --
 -- The sampled check: up to %(n)s of the window's runs of the project whose feedback_stats
