@@ -15,12 +15,13 @@ pure (tests/unit); ``figures`` reads the database (three index-driven queries).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import db, listing, logs
 from .config import Window
 from .pack import BUDGET, MAX_IDS, PAGE
+from .walk import count_pending
 
 if TYPE_CHECKING:
     from .options import RunOptions, RunSummary
@@ -100,12 +101,20 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
 
 
-def figures(gw: db.Gateway, window: Window, pending: int, *, refetch: bool = False) -> list[ProjectFigures]:
-    """Each project of the window, with ``pending`` (the walk's count) shared out by rows lacking
-    records (by rows for a --refetch, which visits rows holding records)."""
+def figures(
+    gw: db.Gateway, window: Window, pending: int, *, refetch: bool = False, options: RunOptions | None = None
+) -> list[ProjectFigures]:
+    """Each project of the window, with its pending rows: the walk's own count per project with
+    ``options`` (rows lacking records include rows already examined and found without feedback,
+    so sharing ``pending`` out by them could call a project with pending rows "nothing pending");
+    otherwise, and for a --refetch (which visits rows holding records), ``pending`` shared out
+    by rows lacking records (by rows)."""
     params = {"since": window.since, "until": window.until, "projects": list(window.projects) or None}
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
     lacking = rows if refetch else {r["project"]: r["lacking"] for r in gw.execute("strategy_lacking", params)}
+    if options is not None and not refetch:
+        lacking = {p: count_pending(gw, replace(options, window=replace(window, projects=(p,)))) for p in rows}
+        pending = sum(lacking.values())
     promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
     latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
     gw.commit()
@@ -128,7 +137,7 @@ def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary) -> list[Choic
         summary.choices = [f"runs for the whole window ({why}), ~{-(-pending // MAX_IDS):,} request(s) or more"]
         logs.event("strategy", f"strategy {o.strategy}: " + summary.choices[0], strategy="runs")
         return []
-    choices = [choose(f, o.strategy) for f in figures(gw, o.window, pending, refetch=o.refetch)]
+    choices = [choose(f, o.strategy) for f in figures(gw, o.window, pending, refetch=o.refetch, options=o)]
     listed = [c for c in choices if c.strategy == "project"]
     expected = sum(c.expected for c in choices)
     runs = sum(c.runs_expected for c in choices)

@@ -210,3 +210,24 @@ def test_a_project_named_without_an_id_falls_back_to_runs_in_one_line(dsn):
         summary = go(dsn, fake, strategy="project")
     assert summary.fallbacks == {"proj-a": "LangSmith named project 'proj-a' without a valid id (GET /sessions?name=)"}
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def test_auto_counts_each_projects_pending_rows_as_the_walk_does(dsn):
+    """A project whose rows lacking records were nearly all examined (no feedback) still has
+    its one pending row counted: sharing the pending count out by rows lacking records gave it
+    to the other project and called this one "nothing pending"."""
+    runs = seed_traces(dsn, TRACES)
+    with serve(runs) as fake:
+        assert go(dsn, fake, strategy="runs").exit_code == 0
+        with psycopg.connect(dsn) as conn:
+            (run_id,) = conn.execute(
+                "SELECT s.run_id FROM feedback_backfill_status AS s JOIN runs AS r USING (run_id)"
+                " WHERE r.project = 'proj-b' AND s.state = 'no_feedback' ORDER BY r.id LIMIT 1"
+            ).fetchone()
+            conn.execute("DELETE FROM feedback_backfill_status WHERE run_id = %s", (run_id,))
+            conn.execute("DELETE FROM feedback_backfill_settled")
+        summary = go(dsn, fake, strategy="auto", dry_run=True)
+    assert summary.pending_at_start == 1
+    lines = [c for c in summary.choices if c.startswith(("proj-a:", "proj-b:"))]
+    assert any(c.startswith("proj-a:") and "nothing pending" in c for c in lines), summary.choices
+    assert any(c.startswith("proj-b:") and "nothing pending" not in c for c in lines), summary.choices
