@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import db, listing, logs
-from .config import Window
 from .pack import BUDGET, MAX_IDS, PAGE
 from .walk import count_pending
 
@@ -101,31 +100,28 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
 
 
-def figures(
-    gw: db.Gateway, window: Window, pending: int, *, refetch: bool = False, options: RunOptions | None = None
-) -> list[ProjectFigures]:
-    """Each project of the window, with its pending rows: the walk's own count per project with
-    ``options`` (rows lacking records include rows already examined and found without feedback,
-    so sharing ``pending`` out by them could call a project with pending rows "nothing pending");
-    otherwise, and for a --refetch (which visits rows holding records), ``pending`` shared out
-    by rows lacking records (by rows)."""
+def figures(gw: db.Gateway, options: RunOptions, pending: int) -> list[ProjectFigures]:
+    """Each project of the window, with its pending rows: the walk's own count per project (rows
+    lacking records include rows already examined and found without feedback, so sharing
+    ``pending`` out by them could call a project with pending rows "nothing pending"); for a
+    --refetch, which visits rows holding records, ``pending`` shared out by rows."""
+    window = options.window
     params = {"since": window.since, "until": window.until, "projects": list(window.projects) or None}
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
-    lacking = rows if refetch else {r["project"]: r["lacking"] for r in gw.execute("strategy_lacking", params)}
-    if options is not None and not refetch:
-        lacking = {p: count_pending(gw, replace(options, window=replace(window, projects=(p,)))) for p in rows}
-        pending = sum(lacking.values())
+    if options.refetch:
+        total = sum(rows.values())
+        pend = {p: round(pending * n / total) if total else 0 for p, n in rows.items()}
+    else:
+        pend = {p: count_pending(gw, replace(options, window=replace(window, projects=(p,)))) for p in rows}
     promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
     latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
     gw.commit()
-    total_lacking = sum(lacking.values())
     out = []
     for project, n in rows.items():
-        share = round(pending * lacking.get(project, 0) / total_lacking) if total_lacking else 0
         p = promised.get(project, {})
-        promised_pending = p.get("promised", 0) if refetch else p.get("promised_lacking", 0)
-        extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=refetch)
-        out.append(ProjectFigures(project, n, min(share, n), p.get("promised", 0), promised_pending, extends))
+        promised_pending = p.get("promised", 0) if options.refetch else p.get("promised_lacking", 0)
+        extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=options.refetch)
+        out.append(ProjectFigures(project, n, min(pend[project], n), p.get("promised", 0), promised_pending, extends))
     return out
 
 
@@ -137,7 +133,7 @@ def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary) -> list[Choic
         summary.choices = [f"runs for the whole window ({why}), ~{-(-pending // MAX_IDS):,} request(s) or more"]
         logs.event("strategy", f"strategy {o.strategy}: " + summary.choices[0], strategy="runs")
         return []
-    choices = [choose(f, o.strategy) for f in figures(gw, o.window, pending, refetch=o.refetch, options=o)]
+    choices = [choose(f, o.strategy) for f in figures(gw, o, pending)]
     listed = [c for c in choices if c.strategy == "project"]
     expected = sum(c.expected for c in choices)
     runs = sum(c.runs_expected for c in choices)

@@ -907,16 +907,6 @@ WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
 GROUP BY r.project
 ORDER BY r.project;
 
--- strategy_lacking --
--- Rows of the window lacking records, per project: runs_feedback_pending_idx's rows (its
--- predicate word for word), whose heap tuples are visited for the project column only.
-SELECT r.project, count(*)::bigint AS lacking
-FROM runs AS r
-WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-  AND r.run_date >= %(since)s AND r.run_date < %(until)s
-  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-GROUP BY r.project;
-
 -- strategy_promised --
 -- Records the window's feedback_stats promise, per project, and those of rows still lacking
 -- records: runs_feedback_promised_idx's rows (predicate word for word), the only documents
