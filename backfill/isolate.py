@@ -51,7 +51,7 @@ def _fetch_or_isolate(source: FeedbackSource, run_ids: list[str]) -> dict[str, l
 def _isolate(source: FeedbackSource, run_ids: list[str], exc: BatchFailed) -> dict[str, list[dict[str, Any]] | str]:
     """``run_ids`` were refused as a whole (``exc``): find the culprit(s)."""
     if len(run_ids) == 1:
-        if not exc.needs_proof or source.last_success > exc.seq or source.healthy(exc.detail):
+        if source.proven(exc):
             return {run_ids[0]: f"API error: {exc.detail}"}
         return fetch_isolating(source, run_ids)  # an outage was waited out: ask again
     mid = len(run_ids) // 2

@@ -231,14 +231,15 @@ def _page(source: FeedbackSource, params: dict[str, Any]) -> list[Any]:
         try:
             return source.get_page(params)
         except BatchFailed as exc:
-            if exc.needs_proof and source.last_success <= exc.seq and not source.healthy(exc.detail):
+            if not source.proven(exc):
                 continue  # an outage was waited out: ask again
             raise _SliceRefused(exc.detail) from None
         except UrlTooLong as exc:
             raise _SliceRefused(exc.detail) from None
 
 
-def _created(rec: dict[str, Any]) -> str | None:
+def created_at(rec: dict[str, Any]) -> dt.datetime | None:
+    """A record's created_at (naive taken as UTC), or None when it is missing or not a date."""
     raw = rec.get("created_at")
     try:
         when = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
@@ -246,7 +247,12 @@ def _created(rec: dict[str, Any]) -> str | None:
         return None
     if when is None:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).isoformat()
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _created(rec: dict[str, Any]) -> str | None:
+    when = created_at(rec)
+    return when.isoformat() if when else None
 
 
 def _stage(

@@ -315,6 +315,12 @@ class FeedbackSource:
                     raise BatchFailed(f.detail, self.requests_sent) from None
                 self.pacer.sleep(self._backoff(failures))
 
+    def proven(self, exc: BatchFailed) -> bool:
+        """Is the refusal ``exc`` the request's own? Yes when it needs no proof, when a request
+        made after it succeeded, or when ``healthy`` finds the API answering; False: an outage
+        was waited out, and the request should be asked again."""
+        return not exc.needs_proof or self.last_success > exc.seq or self.healthy(exc.detail)
+
     def healthy(self, detail: str) -> bool:
         """Is the API answering? True at once if a probe naming a run known to be fine is
         answered; otherwise an outage: probe again with exponential backoff (one request per

@@ -23,7 +23,6 @@ almost nothing), makes the project fall back to the runs strategy, with one line
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections import defaultdict
@@ -156,15 +155,8 @@ def apply(runner: Runner, current: Listing, opts: RunOptions, bar: tqdm[Any]) ->
 
 
 def _in_range(rec: dict[str, Any], current: Listing) -> bool:
-    raw = rec.get("created_at")
-    try:
-        when = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return False
-    if when is None:
-        return False
-    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    return current.listed_from <= when <= current.listed_to
+    when = listing.created_at(rec)
+    return when is not None and current.listed_from <= when <= current.listed_to
 
 
 def check_sample(runner: Runner, current: Listing, opts: RunOptions) -> str | None:
