@@ -107,7 +107,8 @@ def walk(
     """
     params = query_params(options, refetch_since)
     settling = settling or Settling()
-    settled = {} if options.refetch else marks(committing(gw), options.window)
+    read = committing(gw)
+    settled = {} if options.refetch else marks(read, options.window)
     phases = ["walk_refetch"] if options.refetch else ["walk_settled", "walk_batch"]
     left = options.limit if options.limit is not None else -1  # -1: no limit
     batch: list[Row] = []
@@ -122,8 +123,7 @@ def walk(
                 after_id = max(after_id, mark)
             while left != 0:
                 want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
-                rows = gw.execute(query, {**params, "day": day, "after_id": after_id, "mark": mark, "batch_size": want})
-                gw.commit()
+                rows = read(query, {**params, "day": day, "after_id": after_id, "mark": mark, "batch_size": want})
                 settling.read(day, len(rows))
                 batch += [Row(**r) for r in rows]
                 if rows:
