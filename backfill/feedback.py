@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -35,17 +36,34 @@ def promised(feedback_stats: Any) -> int:
 #: What PostgreSQL's jsonb cannot store: U+0000, and lone UTF-16 surrogates (valid JSON
 #: escapes, e.g. an emoji cut in half, but not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: The same in json.dumps(..., ensure_ascii=False)'s text, which writes U+0000 as an escape
+#: and a lone surrogate as itself; a literal backslash-u0000 in a string also matches (the
+#: slow walk then tells).
+_UNSTORABLE_TEXT = re.compile("\\\\u0000|[\ud800-\udfff]")
 
 
 def unstorable(value: Any) -> str | None:
-    """The first character of a string (or key) that jsonb cannot store, as \\uXXXX; else None."""
+    """The first character of a string (or key) that jsonb cannot store, as \\uXXXX; else None.
+
+    One pass of the C encoder clears almost every record; only a suspect one is walked
+    (walking each record's every string cost ~10 % of a batch's client time at 20 ms per request).
+    """
+    try:
+        if not _UNSTORABLE_TEXT.search(json.dumps(value, ensure_ascii=False)):
+            return None
+    except (TypeError, ValueError):
+        pass  # not JSON-encodable as is: walk it
+    return _walk(value)
+
+
+def _walk(value: Any) -> str | None:
     if isinstance(value, str):
         m = _UNSTORABLE.search(value)
         return f"\\u{ord(m.group()):04x}" if m else None
     if isinstance(value, dict):
-        return next((c for k, v in value.items() for c in (unstorable(k), unstorable(v)) if c), None)
+        return next((c for k, v in value.items() for c in (_walk(k), _walk(v)) if c), None)
     if isinstance(value, list):
-        return next((c for v in value if (c := unstorable(v))), None)
+        return next((c for v in value if (c := _walk(v))), None)
     return None
 
 

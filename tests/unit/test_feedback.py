@@ -42,6 +42,13 @@ def test_unstorable_finds_nul_and_lone_surrogates_in_keys_and_values():
     assert unstorable({"a": "emoji \U0001f600", "n": 1, "b": None}) is None
 
 
+def test_unstorable_tells_an_escape_written_out_from_the_character():
+    # the text backslash-u0000 is storable; the encoder's pass flags it, the walk clears it
+    assert unstorable({"comment": "\\u0000 is how JSON writes NUL"}) is None
+    assert unstorable([{"v": ["\\u0000", "\udc00"]}]) == "\\udc00"
+    assert unstorable({(1, 2): "x\x00"}) == "\\u0000"  # not encodable as JSON: walked
+
+
 def test_decide():
     one, two = rec("1", "2026-11-20T10:00:00"), rec("2", "2026-11-20T09:00:00")
     assert decide([], None) == Outcome(NO_FEEDBACK)
