@@ -34,7 +34,7 @@ from .settle import Settling, horizon
 from .signals import Signals, handling
 from .source import FeedbackSource, canonical_run_id
 from .store import ApiCounts, write
-from .walk import Row, count_pending, invalid, refetch_since, walk
+from .walk import Row, invalid, pending_by_project, refetch_since, walk
 
 #: A batch whose promised runs come back empty this often is suspicious: a wrong
 #: workspace/key, or feedback expired or deleted in LangSmith; the probe tells which.
@@ -101,8 +101,9 @@ def _dry_run(
     listing: Callable[[str, dt.date, str], None] | None,
 ) -> None:
     since = refetch_since(gw) if options.refetch else None
-    summary.pending_at_start = count_pending(gw, options, since)
-    strategy.plan(gw, options, summary)
+    pending = pending_by_project(gw, options, since)
+    summary.pending_at_start = sum(pending.values())
+    strategy.plan(gw, options, summary, pending)
     for batch in walk(gw, options, since):
         for row in batch:
             summary.examined += 1
@@ -273,7 +274,8 @@ class Runner:
         o, summary = self.options, self.summary
         self.refetch_since = refetch_since(self.gw) if o.refetch else None
         self.settling = horizon(self.gw, o)
-        summary.pending_at_start = count_pending(self.gw, o, self.refetch_since)
+        pending = pending_by_project(self.gw, o, self.refetch_since)
+        summary.pending_at_start = sum(pending.values())
         params = {
             **{k: v for k, v in asdict(o).items() if k not in ("window", "dry_run", "progress")},
             "since": o.window.since.isoformat(),
@@ -299,7 +301,7 @@ class Runner:
         )
         self.lease.check(self.gw)  # the lease names its invocation from the same commit on (`backfill status`)
         self.gw.commit()
-        self.choices = strategy.plan(self.gw, o, summary)
+        self.choices = strategy.plan(self.gw, o, summary, pending)
         self._record_strategy(strategy.used(self.choices, summary)[0], 0)  # a killed run's row says it too
         self.gw.commit()
 

@@ -15,12 +15,12 @@ pure (tests/unit); ``figures`` reads the database (three index-driven queries).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import db, listing, logs
 from .pack import BUDGET, MAX_IDS, PAGE
-from .walk import count_pending
 
 if TYPE_CHECKING:
     from .options import RunOptions, RunSummary
@@ -45,7 +45,7 @@ class ProjectFigures:
 
     project: str
     rows: int  # rows of the window
-    pending: int  # rows the walk will visit (the window's pending rows, shared out by rows lacking records)
+    pending: int  # rows the walk will visit
     promised: int  # records the window's feedback_stats promise
     promised_pending: int  # ... of rows still lacking records
     #: the previous listing of the project is applied: a new one lists only what was created since
@@ -100,19 +100,14 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
 
 
-def figures(gw: db.Gateway, options: RunOptions, pending: int) -> list[ProjectFigures]:
-    """Each project of the window, with its pending rows: the walk's own count per project (rows
-    lacking records include rows already examined and found without feedback, so sharing
-    ``pending`` out by them could call a project with pending rows "nothing pending"); for a
-    --refetch, which visits rows holding records, ``pending`` shared out by rows."""
+def figures(gw: db.Gateway, options: RunOptions, pending: Mapping[str, int]) -> list[ProjectFigures]:
+    """Each project of the window, with its pending rows: the walk's own count per project
+    (``walk.pending_by_project``; rows lacking records include rows already examined and found
+    without feedback, so sharing the total out by them could call a project with pending rows
+    "nothing pending")."""
     window = options.window
     params = {"since": window.since, "until": window.until, "projects": list(window.projects) or None}
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
-    if options.refetch:
-        total = sum(rows.values())
-        pend = {p: round(pending * n / total) if total else 0 for p, n in rows.items()}
-    else:
-        pend = {p: count_pending(gw, replace(options, window=replace(window, projects=(p,)))) for p in rows}
     promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
     latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
     gw.commit()
@@ -121,19 +116,22 @@ def figures(gw: db.Gateway, options: RunOptions, pending: int) -> list[ProjectFi
         p = promised.get(project, {})
         promised_pending = p.get("promised", 0) if options.refetch else p.get("promised_lacking", 0)
         extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=options.refetch)
-        out.append(ProjectFigures(project, n, min(pend[project], n), p.get("promised", 0), promised_pending, extends))
+        out.append(
+            ProjectFigures(project, n, min(pending.get(project, 0), n), p.get("promised", 0), promised_pending, extends)
+        )
     return out
 
 
-def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary) -> list[Choice]:
-    """Each project's choice (empty: the runs strategy over the window as asked), said in the first lines."""
+def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary, by_project: Mapping[str, int]) -> list[Choice]:
+    """Each project's choice (empty: the runs strategy over the window as asked), said in the first
+    lines; ``by_project``: the rows the walk will visit, per project (``walk.pending_by_project``)."""
     o, pending = options, summary.pending_at_start
     if o.strategy == "runs" or (o.strategy == "auto" and o.limit is not None) or pending == 0:
         why = "--strategy runs" if o.strategy == "runs" else "--limit" if o.limit is not None else "nothing pending"
         summary.choices = [f"runs for the whole window ({why}), ~{-(-pending // MAX_IDS):,} request(s) or more"]
         logs.event("strategy", f"strategy {o.strategy}: " + summary.choices[0], strategy="runs")
         return []
-    choices = [choose(f, o.strategy) for f in figures(gw, o, pending)]
+    choices = [choose(f, o.strategy) for f in figures(gw, o, by_project)]
     listed = [c for c in choices if c.strategy == "project"]
     expected = sum(c.expected for c in choices)
     runs = sum(c.runs_expected for c in choices)

@@ -8,6 +8,7 @@ call, and where a --refetch pass starts.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -73,22 +74,36 @@ def committing(gw: db.Gateway) -> Read:
 def count_pending(
     gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None, read: Read | None = None
 ) -> int:
-    """How many rows the walk will visit (the progress bar's total), counted a day at a time.
+    """How many rows the walk will visit (the progress bar's total): ``pending_by_project``'s sum."""
+    return sum(pending_by_project(gw, options, refetch_since, read).values())
+
+
+def pending_by_project(
+    gw: db.Gateway, options: RunOptions, refetch_since: dt.datetime | None = None, read: Read | None = None
+) -> Counter[str]:
+    """How many rows the walk will visit, per project (projects without any left out), counted a
+    day at a time: one pass serves the progress bar's total and ``auto``'s choice per project.
 
     ``read`` runs each query (default: its own committed transaction; `backfill check`
     passes a read-only one). The same marks and queries as the walk: exactly its rows.
     """
     read = read or committing(gw)
     params = query_params(options, refetch_since)
+    pending: Counter[str] = Counter()
+
+    def add(rows: list[dict[str, Any]]) -> None:
+        pending.update({r["project"]: r["pending"] for r in rows})
+
     if options.refetch:
-        return sum(read("count_refetch", {**params, "day": day})[0]["pending"] for day in days(options.window))
+        for day in days(options.window):
+            add(read("count_refetch", {**params, "day": day}))
+        return pending
     settled = marks(read, options.window)
-    pending = 0
     for day in days(options.window):
         mark = settled.get(day, 0)
         if mark:
-            pending += read("count_settled", {**params, "day": day, "mark": mark})[0]["pending"]
-        pending += read("count_pending", {**params, "day": day, "mark": mark})[0]["pending"]
+            add(read("count_settled", {**params, "day": day, "mark": mark}))
+        add(read("count_pending", {**params, "day": day, "mark": mark}))
     return pending
 
 

@@ -103,8 +103,8 @@ WHERE l.name = %(name)s;
 -- idx_runs_run_date (it cannot tell that a day's ids above the mark are few); bounded
 -- above too, by the day's highest id lacking records (a backward probe of
 -- runs_feedback_pending_idx), it takes that range of runs_feedback_pending_idx, empty on a
--- settled day.
-SELECT count(*) AS pending
+-- settled day. One row per project (strategy.figures reads them; the rest, their sum).
+SELECT r.project, count(*) AS pending
 FROM runs AS r
 WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
   AND r.run_date = %(day)s
@@ -120,13 +120,14 @@ WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
              OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
              -- no feedback then, and its feedback_stats still promise none (a verdict entered
              -- after the run was first examined reaches feedback_stats on the next upsert)
-             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')));
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
+GROUP BY r.project;
 
 -- count_refetch --
--- How many rows of one day a `backfill run --refetch` pass has left (see walk_refetch).
-SELECT count(*) AS pending
+-- How many rows of one day a `backfill run --refetch` pass has left (see walk_refetch), per project.
+SELECT todo.project, count(*) AS pending
 FROM (
-    SELECT r.id
+    SELECT r.id, r.project
     FROM feedback_backfill_status AS s
     JOIN runs AS r ON r.run_id = s.run_id
     WHERE s.run_date = %(day)s
@@ -134,7 +135,7 @@ FROM (
       AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
     UNION
-    SELECT r.id
+    SELECT r.id, r.project
     FROM runs AS r
     LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
     WHERE %(replace_extractor)s
@@ -142,7 +143,8 @@ FROM (
       AND r.run_date = %(day)s
       AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
-) AS todo;
+) AS todo
+GROUP BY todo.project;
 
 -- last_refetch --
 -- The latest --refetch invocation: if it did not finish, the next one resumes its pass.
@@ -259,8 +261,8 @@ CROSS JOIN LATERAL (SELECT w.data #> '{}'::text[] AS doc OFFSET 0) AS d
 ORDER BY w.id;
 
 -- count_settled --
--- How many rows of one day at or below its settled mark the walk will visit (walk_settled's rows).
-SELECT count(*) AS pending
+-- How many rows of one day at or below its settled mark the walk will visit (walk_settled's rows), per project.
+SELECT r.project, count(*) AS pending
 FROM runs AS r
 WHERE r.id IN (
       SELECT m.id FROM runs AS m
@@ -286,7 +288,8 @@ WHERE r.id IN (
       WHERE s.run_id = r.run_id
         AND (s.state = 'invalid'
              OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
-             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')));
+             OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
+GROUP BY r.project;
 
 -- horizon_ids --
 -- The id bound a walk may mark its days settled up to: the highest id committed now (a
