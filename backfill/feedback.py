@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 DONE, NO_FEEDBACK, FAILED, INVALID = "done", "no_feedback", "failed", "invalid"
 
@@ -36,23 +37,21 @@ def promised(feedback_stats: Any) -> int:
 #: What PostgreSQL's jsonb cannot store: U+0000, and lone UTF-16 surrogates (valid JSON
 #: escapes, e.g. an emoji cut in half, but not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-#: The same in json.dumps(..., ensure_ascii=False)'s text, which writes U+0000 as an escape
-#: and a lone surrogate as itself; a literal backslash-u0000 in a string also matches (the
-#: slow walk then tells).
-_UNSTORABLE_TEXT = re.compile("\\\\u0000|[\ud800-\udfff]")
 
 
 def unstorable(value: Any) -> str | None:
     """The first character of a string (or key) that jsonb cannot store, as \\uXXXX; else None.
 
-    One pass of the C encoder clears almost every record; only a suspect one is walked
-    (walking each record's every string cost ~10 % of a batch's client time at 20 ms per request).
+    One pass of orjson clears almost every record: it refuses lone surrogates and writes
+    U+0000 as an escape. Only a record it refuses, or whose text shows that escape (perhaps
+    a backslash written out), is walked string by string, which took 2.3 ms of each batch's
+    100 runs (1.2 records each) against 0.1 ms.
     """
     try:
-        if not _UNSTORABLE_TEXT.search(json.dumps(value, ensure_ascii=False)):
+        if b"\\u0000" not in orjson.dumps(value):
             return None
-    except (TypeError, ValueError):
-        pass  # not JSON-encodable as is: walk it
+    except orjson.JSONEncodeError:
+        pass  # a lone surrogate, or not JSON as is: walk it
     return _walk(value)
 
 
