@@ -60,11 +60,9 @@ ON (COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null')) FROM runs
 def walk_once(database: Database, options: RunOptions, prepare: bool, generic: bool = False) -> tuple[float, int, int]:
     """Seconds for one whole walk, rows seen, statements the server holds prepared at the end."""
     gw = db.connect(database, prepare=prepare)
-    saved = set(db.GENERIC_PLAN)
-    if generic:
-        db.GENERIC_PLAN.add("walk_batch")
-    else:
-        db.GENERIC_PLAN.discard("walk_batch")
+    saved = dict(db.PLANNER)
+    shipped = tuple(s for s in saved.get("walk_batch", ()) if s != "generic_plan")
+    db.PLANNER["walk_batch"] = (*shipped, "generic_plan") if generic else shipped
     try:
         started = time.perf_counter()
         seen = sum(len(batch) for batch in walk(gw, options))
@@ -73,8 +71,8 @@ def walk_once(database: Database, options: RunOptions, prepare: bool, generic: b
         gw.rollback()
         return elapsed, seen, int(prepared["n"]) if prepared else 0
     finally:
-        db.GENERIC_PLAN.clear()
-        db.GENERIC_PLAN.update(saved)
+        db.PLANNER.clear()
+        db.PLANNER.update(saved)
         gw.close()
 
 

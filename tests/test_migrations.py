@@ -17,7 +17,7 @@ from backfill import migrate
 from backfill.config import Database
 from backfill.sql import QUERIES
 
-from .helpers import seed
+from .helpers import seed, seed_traces
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_INDEXES = {
@@ -144,6 +144,44 @@ def test_walker_query_uses_the_partial_index(dsn):
     with psycopg.connect(dsn) as conn:
         plan = explain(conn, QUERIES["walk_batch"], params)
     assert "runs_feedback_pending_idx" in plan
+
+
+def test_a_project_walk_reads_in_index_order_before_the_next_analyze(app_dsn):
+    """An archive analyzed before the migrations, as in production: fb0005's statistics stay
+    empty until autovacuum analyzes again (after a tenth of the table changed). Planned with its
+    values, a project's walk_batch then became a bitmap scan of the rest of the day plus a sort,
+    per batch. The gateway's keyset_plan (db.PLANNER) keeps it the ordered range scan of
+    runs_feedback_pending_idx that stops after the batch."""
+    import datetime as dt
+
+    from backfill import db
+
+    dsn = app_dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE runs SET (autovacuum_enabled = false)")  # no analyze behind the test's back
+    seed_traces(dsn, 2000)  # 20 k runs, two projects, 14 days
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE runs")
+    migrate.upgrade(Database(dsn))
+    with psycopg.connect(dsn) as conn:
+        day, after = conn.execute("SELECT run_date, min(id) FROM runs GROUP BY run_date ORDER BY 1").fetchone()
+    params = {"day": day, "after_id": after, "projects": ["proj-a"], "max_attempts": 3, "batch_size": 100}
+    gw = db.connect(Database(dsn))
+    try:
+        explain = "EXPLAIN " + QUERIES["walk_batch"]
+        plain = "\n".join(r["QUERY PLAN"] for r in gw.conn.execute(explain, params))
+        gw.rollback()
+        rows = gw.execute("walk_batch", params)
+        assert gw.conn.execute("SHOW enable_bitmapscan").fetchone()["enable_bitmapscan"] == "off"
+        keyset = "\n".join(r["QUERY PLAN"] for r in gw.conn.execute(explain, params))
+        gw.rollback()
+        assert gw.conn.execute("SHOW enable_bitmapscan").fetchone()["enable_bitmapscan"] == "on"  # SET LOCAL
+    finally:
+        gw.close()
+    assert len(rows) == 100 and all(isinstance(r["run_date"], dt.date) for r in rows)
+    assert "Bitmap Heap Scan on runs" in plain and "Sort" in plain  # the premise: what the planner picks alone
+    assert "Index Scan using runs_feedback_pending_idx on runs" in keyset
+    assert "Bitmap" not in keyset and "Sort" not in keyset
 
 
 def _make_invalid_index(dsn: str, name: str) -> None:
