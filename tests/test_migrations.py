@@ -184,6 +184,25 @@ def test_a_project_walk_reads_in_index_order_before_the_next_analyze(app_dsn):
     assert "Bitmap" not in keyset and "Sort" not in keyset
 
 
+def test_the_pending_count_never_reads_a_document_to_know_it_lacks_records(app_dsn):
+    """count_pending finds the rows lacking records in runs_feedback_pending_idx alone (an
+    index-only scan) and reads each row by primary key: never "lacks records" evaluated on a
+    document (a detoast per row), whichever way the planner's statistics lean."""
+    dsn = app_dsn
+    seed_traces(dsn, 1000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE runs")
+    migrate.upgrade(Database(dsn))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE runs")  # statistics on the pending expression too
+        day = conn.execute("SELECT max(run_date) FROM runs").fetchone()[0]
+        for projects in (None, ["proj-a"]):
+            params = {"day": day, "mark": 0, "projects": projects, "max_attempts": 3}
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + QUERIES["count_pending"], params))
+            assert "Index Only Scan using runs_feedback_pending_idx" in plan
+            assert "jsonb_typeof" not in plan, plan
+
+
 def _make_invalid_index(dsn: str, name: str) -> None:
     """An interrupted concurrent build: a UNIQUE build that fails leaves an INVALID index."""
     with psycopg.connect(dsn, autocommit=True) as conn:
