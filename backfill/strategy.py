@@ -10,7 +10,8 @@ the window (late feedback of older runs, listed and ignored).
 
 ``auto`` decides per project from what the database knows, before any request: the rows
 the walk will visit against the records the window's feedback_stats promise. ``choose`` is
-pure (tests/unit); ``figures`` reads the database (three index-driven queries).
+pure (tests/unit); ``figures`` reads the database: index-driven counts, and the documents of
+the rows that promise records only where a listing could be chosen (``ruled_out``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class ProjectFigures:
     #: the previous listing of the project is applied: a new one lists only what was created since
     #: (then mostly the records of the new rows, which their feedback_stats promise)
     extends: bool = False
+    #: promised and promised_pending are the rows that promise records (one each at least), the
+    #: documents left unread: a listing was ruled out without them (``ruled_out``)
+    at_least: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
         return Choice(f.project, "runs", runs, runs, "--strategy runs", n)
     if asked == "project":
         return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}", n)
-    ratio = f"{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
+    ratio = f"{'at least ' if f.at_least else ''}{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
     if f.promised == 0:
         # stats promising nothing say nothing of the feedback there is (an archive extracted
         # without feedback_stats looks the same): asked run by run, as before listing existed
@@ -100,26 +104,54 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
 
 
+def ruled_out(pending: int, records: int) -> bool:
+    """Can auto not list a project whose pending rows promise at least ``records`` records?
+
+    A listing costs at least ``project_requests`` of them; the runs strategy at most
+    max(⌈pending/100⌉, ⌈promised_pending/99⌉), and a listing of x records always costs more
+    than a third of ⌈x/99⌉ (⌈x/100⌉ + 3 > (x/99 + 1)/3), with promised_pending never more than
+    what the listing expects. So a listing is ruled out once its least cost exceeds a third
+    of ⌈pending/100⌉, whatever the documents would add.
+    """
+    least = project_requests(ProjectFigures("", 0, pending, records, records))
+    return least > AUTO_RATIO * -(-pending // MAX_IDS)
+
+
 def figures(gw: db.Gateway, options: RunOptions, pending: Mapping[str, int]) -> list[ProjectFigures]:
     """Each project of the window, with its pending rows: the walk's own count per project
     (``walk.pending_by_project``; rows lacking records include rows already examined and found
     without feedback, so sharing the total out by them could call a project with pending rows
-    "nothing pending")."""
+    "nothing pending"). The records promised are read from the documents (strategy_promised)
+    unless, for auto, the rows that promise any (index-only) rule every listing out: a dense
+    archive is then planned without reading a document (``ruled_out``)."""
     window = options.window
     params = {"since": window.since, "until": window.until, "projects": list(window.projects) or None}
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
-    promised = {r["project"]: r for r in gw.execute("strategy_promised", params)}
     latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
+    extends = {p: listing.extends(latest[p][0] if latest[p] else None, window, fresh=options.refetch) for p in rows}
+    # each row that promises records promises one at least: lower bounds of both figures
+    least = {
+        r["project"]: {"promised": r["promising"], "promised_lacking": r["promising_lacking"]}
+        for r in gw.execute("strategy_promising", params)
+    }
+    at_least = options.strategy == "auto" and all(
+        ruled_out(pending.get(p, 0), _expected(least.get(p, {}), extends[p], options.refetch)) for p in rows
+    )
+    promised = least if at_least else {r["project"]: r for r in gw.execute("strategy_promised", params)}
     gw.commit()
     out = []
     for project, n in rows.items():
         p = promised.get(project, {})
         promised_pending = p.get("promised", 0) if options.refetch else p.get("promised_lacking", 0)
-        extends = listing.extends(latest[project][0] if latest[project] else None, window, fresh=options.refetch)
-        out.append(
-            ProjectFigures(project, n, min(pending.get(project, 0), n), p.get("promised", 0), promised_pending, extends)
-        )
+        pend = min(pending.get(project, 0), n)
+        out.append(ProjectFigures(project, n, pend, p.get("promised", 0), promised_pending, extends[project], at_least))
     return out
+
+
+def _expected(promised: Mapping[str, int], extends: bool, refetch: bool) -> int:
+    """The records a listing expects (``project_requests``) from strategy_promised's (or its lower bounds') row."""
+    pending = promised.get("promised", 0) if refetch else promised.get("promised_lacking", 0)
+    return pending if extends else promised.get("promised", 0)
 
 
 def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary, by_project: Mapping[str, int]) -> list[Choice]:

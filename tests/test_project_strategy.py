@@ -152,6 +152,8 @@ def test_auto_picks_runs_on_a_dense_archive(dsn):
     assert summary.strategy == "runs" and summary.requests_saved == 0
     assert summary.choices[0].startswith("project listing for 0 of 2 project(s)")
     assert all(": runs, ~" in line for line in summary.choices[1:])
+    # each reviewed run promises one record at least: that rules a listing out, no document read
+    assert all("(at least 300 record(s) promised for 300 pending row(s); listing ~" in c for c in summary.choices[1:])
     got = stored(dsn)
     assert {k: v for k, v in got.items() if v is not None} == want
     assert invocations(dsn)[-1]["strategy"] == "runs"

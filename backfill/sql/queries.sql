@@ -926,6 +926,29 @@ WHERE r.run_date >= %(since)s AND r.run_date < %(until)s
 GROUP BY r.project
 ORDER BY r.project;
 
+-- strategy_promising --
+-- Rows of the window whose feedback_stats promise records, per project, and those of them
+-- lacking records, without reading a document: runs_feedback_promised_idx's and
+-- runs_feedback_missing_idx's rows (predicates word for word), each read for its project
+-- only. Each promises at least one record: enough for auto to rule a listing out before
+-- strategy_promised reads the documents (strategy.figures).
+SELECT c.project, sum(c.promising)::bigint AS promising, sum(c.lacking)::bigint AS promising_lacking
+FROM (
+    SELECT r.project, 1 AS promising, 0 AS lacking
+    FROM runs AS r
+    WHERE r.data @? '$.feedback_stats.* ? (@.n > 0)'
+      AND r.run_date >= %(since)s AND r.run_date < %(until)s
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    UNION ALL
+    SELECT r.project, 0, 1
+    FROM runs AS r
+    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.data @? '$.feedback_stats.* ? (@.n > 0)'
+      AND r.run_date >= %(since)s AND r.run_date < %(until)s
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+) AS c
+GROUP BY c.project;
+
 -- strategy_promised --
 -- Records the window's feedback_stats promise, per project, and those of rows still lacking
 -- records: runs_feedback_promised_idx's rows (predicate word for word), the only documents

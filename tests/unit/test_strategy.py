@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backfill.strategy import ProjectFigures, choose, project_requests, runs_requests
+from backfill.strategy import ProjectFigures, choose, project_requests, ruled_out, runs_requests
 
 
 def trace_shaped(runs: int, records: int) -> ProjectFigures:
@@ -49,3 +49,18 @@ def test_a_pass_extending_the_previous_listing_is_costed_by_the_pending_rows_pro
 def test_stats_promising_nothing_say_nothing_so_auto_asks_run_by_run() -> None:
     c = choose(trace_shaped(10_000, 0), "auto")
     assert c.strategy == "runs" and "nothing to plan a listing by" in c.why
+
+
+def test_a_listing_ruled_out_by_the_promising_rows_is_never_chosen_whatever_the_documents_hold() -> None:
+    # figure 1's dense archive: 70 % of 3,000 pending rows promise records; issue 17's, 5 %
+    assert ruled_out(3_000, 2_100) and not ruled_out(10_000, 500)
+    for pending in (1, 99, 100, 901, 3_000, 10_000, 250_000):
+        for least in sorted({0, 1, pending // 20, pending // 4, pending // 3, pending // 2, pending}):
+            if not ruled_out(pending, least):
+                continue
+            for records in (least, least + 1, 2 * least + 7, 5 * least + 100, 40 * least + 1_000):
+                for lacking in (0, least, records // 2, records):
+                    for extends in (False, True):
+                        # what the listing expects (promised, or promised_pending when it extends) is at least ``least``
+                        f = ProjectFigures("p", pending, pending, records, lacking if not extends else records, extends)
+                        assert choose(f, "auto").strategy == "runs", (pending, least, records, lacking, extends)
