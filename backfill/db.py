@@ -43,8 +43,9 @@ LEASE_APP = "feedback-backfill-lease"
 #: whose only sound plan is an ordered index range scan that stops after the batch:
 #: "keyset_plan" rules out the bitmap scan of the rest of the day plus a sort, per batch, that
 #: the planner picks when it expects few rows to lack records (fb0005's statistics not yet
-#: analyzed), most of all with --project or a project strategy's filter (bench figure 7:
-#: 14.8 against 1.0 ms per read at 100 k rows, quadratic in a day's rows).
+#: analyzed), most of all with --project or a project strategy's filter (figure 7's trace
+#: archive at 100 k runs, pg_stat_statements: 14.8 against 1.0 ms per read; quadratic in a
+#: day's rows).
 PLANNER: dict[str, tuple[str, ...]] = {"walk_batch": ("keyset_plan",)}
 
 #: Errors after which a short write transaction is simply tried again.
