@@ -200,13 +200,13 @@ class Runner:
         if not listed:
             self.pipeline(bar, self.options)
             return
-        # no walk of the whole window as asked: no day may be marked settled (``settle``)
-        self.settling = Settling()
+        rest = tuple(c.project for c in self.choices if c.strategy == "runs")
+        # the walks together cover the window as asked: a day is marked once each has ended it (``settle``)
+        self.settling.cover(len(listed) + bool(rest), self.options.window, (c.project for c in self.choices))
         for choice in listed:
             stage.run_project(self, choice, bar)
             if self.signals.stop.is_set():
                 return
-        rest = tuple(c.project for c in self.choices if c.strategy == "runs")
         if rest:
             self.pipeline(bar, replace(self.options, window=replace(self.options.window, projects=rest)))
 
@@ -235,7 +235,7 @@ class Runner:
                     break
                 current = upcoming
             if current is None:  # the walk's end: its last days may have had no row to write
-                self._settle([])
+                self.settle([])
         finally:
             if pending is not None:  # stopped, or failed writing: let the worker end (its batch is dropped)
                 pending.settle(self.source.settings.timeout_s + 1)
@@ -379,9 +379,9 @@ class Runner:
         )
         source.record(delta)
         self.summary.add(written)
-        self._settle(batch, skipped=written.skipped > 0)
+        self.settle(batch, skipped=written.skipped > 0)
 
-    def _settle(self, batch: list[Row], skipped: bool = False) -> None:
+    def settle(self, batch: list[Row], skipped: bool = False) -> None:
         """Mark the days whose every row read is now checkpointed (``settle``), after the batch's commit."""
         ready = self.settling.written((r.run_date for r in batch), skipped)
         self.settling.mark(self.gw, ready, self.summary.invocation_id)

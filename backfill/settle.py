@@ -6,6 +6,11 @@ will be) and every row it read was checkpointed, none skipped. The mark is writt
 short transaction after the day's last checkpoint has committed, never before: a kill in
 between leaves the checkpoint without its mark, which only costs the next run a full walk
 of that day. A walk with --project, --limit or --refetch, and --dry-run, marks nothing.
+
+A run that lists projects walks the window a project at a time (``Runner._strategies``):
+its walks share one Settling (``cover``), and a day is marked once every one of them has
+read it to its end, and only if the projects walked are all those the window holds once the
+horizon has closed (a run of a project archived meanwhile would otherwise be left out).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from . import db
+from .config import Window
 from .options import RunOptions
 
 
@@ -25,8 +31,13 @@ class Settling:
         self.id_bound, self.vxids = id_bound, vxids or []  # id_bound 0: this walk marks nothing
         self.closed = False  # every transaction of vxids has ended (``closed``)
         self.open: Counter[dt.date] = Counter()  # rows read, not yet checkpointed, by day
-        self.ended: dict[dt.date, bool] = {}  # day read to its end -> whether it may be marked
+        self.ended: dict[dt.date, bool] = {}  # day read to its end by every walk -> whether it may be marked
         self.spoiled: set[dt.date] = set()  # a row of the day was skipped (another writer held it)
+        self.walks = 1  # the walks that share this Settling, a project each (``cover``)
+        self.ends: Counter[dt.date] = Counter()  # walks that have read the day to its end
+        self.complete: dict[dt.date, bool] = {}  # ... each of them under a closed horizon
+        #: the window and the projects its walks cover: checked once the horizon has closed
+        self.covering: tuple[Window, frozenset[str]] | None = None
 
     @property
     def marking(self) -> bool:
@@ -35,9 +46,16 @@ class Settling:
     def read(self, day: dt.date, rows: int) -> None:
         self.open[day] += rows
 
+    def cover(self, walks: int, window: Window, projects: Iterable[str]) -> None:
+        """``walks`` walks, one project (or a set of them) each, together cover ``projects`` of ``window``."""
+        self.walks, self.covering = walks, (window, frozenset(projects))
+
     def end(self, day: dt.date, complete: bool) -> None:
-        """The walk has read ``day`` to its end; ``complete``: under a closed horizon, nothing left out."""
-        self.ended[day] = complete and self.marking
+        """A walk has read ``day`` to its end; ``complete``: under a closed horizon, nothing left out."""
+        self.ends[day] += 1
+        self.complete[day] = self.complete.get(day, True) and complete
+        if self.ends[day] == self.walks:
+            self.ended[day] = self.complete[day] and self.marking
 
     def written(self, days: Iterable[dt.date], skipped: bool) -> list[dt.date]:
         """Count a written batch's rows (their run_dates); return the days now ready to mark."""
@@ -79,4 +97,11 @@ def closed(gw: db.Gateway, settling: Settling) -> bool:
     if not settling.closed:  # once closed, closed for good: an ended transaction stays ended
         settling.closed = bool(gw.one("horizon_closed", {"vxids": settling.vxids})["closed"])
         gw.commit()
-    return settling.closed
+        if settling.closed and settling.covering is not None:
+            window, projects = settling.covering
+            params = {"since": window.since, "until": window.until, "projects": None}
+            held = {r["project"] for r in gw.execute("strategy_rows", params)}
+            gw.commit()
+            if held - projects:  # a project archived since the plan: no walk of this run reads it
+                settling.id_bound = 0
+    return settling.closed and settling.marking

@@ -142,7 +142,7 @@ def _to_fetch(runner: Runner, current: Listing, valid: list[Row]) -> tuple[dict[
 
 def apply(runner: Runner, current: Listing, opts: RunOptions, bar: tqdm[Any]) -> None:
     """The window's rows of the project, judged from the staged records (run by run where they fall short)."""
-    for batch in walk(runner.gw, opts, runner.refetch_since):
+    for batch in walk(runner.gw, opts, runner.refetch_since, runner.settling):
         valid = [r for r in batch if invalid(r) is None]
         have, short = _to_fetch(runner, current, valid)
         fetched = fetch_isolating(runner.source, [r.run_id for r in short]) if short else {}
@@ -152,6 +152,8 @@ def apply(runner: Runner, current: Listing, opts: RunOptions, bar: tqdm[Any]) ->
         bar.update(len(batch))
         if runner.signals.stop.is_set():
             break
+    else:  # the walk's end: its last days may have had no row to write
+        runner.settle([])
 
 
 def _in_range(rec: dict[str, Any], current: Listing) -> bool:

@@ -354,3 +354,42 @@ def test_follow_with_the_project_strategy_lists_each_pass_only_what_was_created_
         dt.datetime.fromisoformat(r.query["min_created_at"][0]) >= done["listed_to"] - listing.OVERLAP for r in since
     )
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+
+
+def marks(dsn: str) -> dict[dt.date, int]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT run_date, id_bound FROM feedback_backfill_settled").fetchall())
+
+
+def test_a_run_that_lists_its_projects_marks_the_days_as_the_runs_strategy_does(dsn):
+    runs = seed_traces(dsn, TRACES)
+    window = Window.parse("14d")
+    with serve(runs) as fake:
+        first = go(dsn, fake, strategy="project")
+        assert first.exit_code == 0 and first.strategy == "project"
+        listed = marks(dsn)
+        n = len(fake.feedback_requests())
+        again = go(dsn, fake, strategy="project")  # its project walks read below the marks only
+        assert again.examined == 0 and again.exit_code == 0 and marks(dsn) == listed
+        assert len(fake.feedback_requests()) - n <= 4  # the listings of what was created since, and their checks
+        forget(dsn)
+        assert go(dsn, fake, strategy="runs").exit_code == 0
+    assert listed == marks(dsn) and len(listed) == window.days
+
+
+def test_a_project_the_walks_do_not_cover_leaves_every_day_unmarked(dsn):
+    """Once the horizon closes, the window's projects are read again: one that no walk of the
+    run covers (archived by a transaction still running when the run started) unmarks it."""
+    from backfill import db
+    from backfill.settle import Settling, closed
+
+    seed_traces(dsn, 20)  # proj-a and proj-b
+    gw = db.connect(Database(dsn))
+    try:
+        both, one = Settling(10**6, []), Settling(10**6, [])
+        both.cover(2, Window.parse("14d"), ("proj-a", "proj-b"))
+        one.cover(1, Window.parse("14d"), ("proj-a",))
+        assert closed(gw, both) and both.marking
+        assert not closed(gw, one) and not one.marking
+    finally:
+        gw.close()
