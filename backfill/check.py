@@ -32,8 +32,9 @@ from . import db, migrate, walk
 from .check_report import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
 from .config import Database, LangSmith, Window
 from .errors import ApiAuthError, BackfillError
+from .feedback import canonical_run_id
 from .runner import EMPTY_RATIO, PROBE_RUNS, RunOptions
-from .source import BatchFailed, FeedbackSource, UrlTooLong, canonical_run_id
+from .source import BatchFailed, FeedbackSource, UrlTooLong
 from .status import AT_RISK_AGE_DAYS, status
 from .status_render import duration
 

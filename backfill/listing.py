@@ -24,7 +24,8 @@ from typing import Any
 
 from . import db
 from .config import Window
-from .source import PAGE_LIMIT, BatchFailed, FeedbackSource, UrlTooLong, canonical_run_id
+from .feedback import canonical_run_id
+from .source import PAGE_LIMIT, BatchFailed, FeedbackSource, UrlTooLong
 
 #: Listed from this long before the window's first day began: run_date is the date the
 #: extractor gave the run (its time zone is not known here, up to 14 h from UTC) and a run's

@@ -26,13 +26,13 @@ from . import db, logs, stage, strategy
 from .ahead import Ahead
 from .config import Database, LangSmith
 from .errors import BackfillError, DatabaseError, Interrupted, UsageError, WrongWorkspace
-from .feedback import FAILED, Outcome, decide, promised
+from .feedback import FAILED, Outcome, canonical_run_id, decide, promised
 from .isolate import fetch_isolating
 from .options import RunOptions, RunSummary
 from .pack import pack, scaled
 from .settle import Settling, horizon
 from .signals import Signals, handling
-from .source import FeedbackSource, canonical_run_id
+from .source import FeedbackSource
 from .store import ApiCounts, write
 from .walk import Row, invalid, pending_by_project, refetch_since, walk
 

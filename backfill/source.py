@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 from .classify import NotAnArray, classify, response_in_chain
 from .config import LangSmith
 from .errors import ApiAuthError, ApiUnavailable, Interrupted
+from .feedback import canonical_run_id
 from .pack import MAX_IDS
 
 #: How often a request on the wire looks whether a second signal abandoned it.
@@ -84,14 +85,6 @@ class _Failed(Exception):
     def __init__(self, kind: str, detail: str, retry_after: float | None) -> None:
         super().__init__(detail)
         self.kind, self.detail, self.retry_after = kind, detail, retry_after
-
-
-def canonical_run_id(run_id: str) -> str | None:
-    """The run id as the API writes it (lower-case UUID), or None when it is not a UUID."""
-    try:
-        return str(uuid.UUID(run_id.strip()))
-    except (ValueError, AttributeError):
-        return None
 
 
 @dataclass

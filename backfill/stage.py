@@ -30,10 +30,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import listing, logs
-from .feedback import promised
+from .feedback import canonical_run_id, promised
 from .isolate import fetch_isolating
 from .listing import Listing, ListingFailed
-from .source import canonical_run_id
 from .walk import Row, invalid, walk
 
 if TYPE_CHECKING:
@@ -100,10 +99,11 @@ def _done(runner: Runner, current: Listing, fallback: str | None) -> None:
 
 
 def staged(
-    runner: Runner, current: Listing, rows: list[Row], stale: set[str] | None = None
+    runner: Runner, current: Listing, rows: list[Row], stale: set[str] | None = None, *, commit: bool = True
 ) -> dict[str, list[dict[str, Any]]]:
     """Canonical run id -> its staged records (parsed back from their JSON text); the runs with a
-    record staged by an earlier listing than ``current`` are added to ``stale`` when given."""
+    record staged by an earlier listing than ``current`` are added to ``stale`` when given.
+    Without ``commit`` the read stays open for the caller's next one (one transaction, fewer round trips)."""
     ids = [c for c in (canonical_run_id(r.run_id) for r in rows) if c]
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if ids:
@@ -111,7 +111,8 @@ def staged(
             out[r["run_id"]].append(json.loads(r["record"]))
             if stale is not None and r["listing_id"] != current.id:
                 stale.add(r["run_id"])
-        runner.gw.commit()
+        if commit:
+            runner.gw.commit()
     return out
 
 
@@ -130,7 +131,7 @@ def _to_fetch(runner: Runner, current: Listing, valid: list[Row]) -> tuple[dict[
     earlier listing staged), one whose staged copies come from an earlier listing (this pass
     listed only what was created since), and one whose staged count is not its promise."""
     stale: set[str] = set()
-    have = staged(runner, current, valid, stale)
+    have = staged(runner, current, valid, stale, commit=False)  # _examined_before commits both reads
     before = _examined_before(runner, valid)
     short = []
     for r in valid:

@@ -15,10 +15,9 @@ from typing import Any
 
 from . import db
 from .config import Window
-from .feedback import INVALID, Outcome
+from .feedback import INVALID, Outcome, canonical_run_id
 from .options import RunOptions
 from .settle import Settling, closed
-from .source import canonical_run_id
 
 #: Runs a named query with its parameters and returns its rows (``committing``, check's read-only ``_read``).
 Read = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
