@@ -60,7 +60,7 @@ def unstorable(value: Any) -> str | None:
     One pass of orjson clears almost every record: it refuses lone surrogates and writes
     U+0000 as an escape. Only a record it refuses, or whose text shows that escape (perhaps
     a backslash written out), is walked string by string, which took 2.3 ms of each batch's
-    100 runs (1.2 records each) against 0.1 ms.
+    100 runs (1.2 records each) against 0.26 ms.
     """
     try:
         if b"\\u0000" not in orjson.dumps(value):
