@@ -56,6 +56,11 @@ class ProjectFigures:
     #: documents left unread: a listing was ruled out without them (``ruled_out``)
     at_least: bool = False
 
+    @property
+    def records(self) -> int:
+        """The records a listing expects: what the window promises, or only its pending rows' when it extends."""
+        return self.promised_pending if self.extends else self.promised
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -79,15 +84,14 @@ def runs_requests(f: ProjectFigures) -> int:
 
 def project_requests(f: ProjectFigures) -> int:
     """The project strategy's cost: the pages of the listing, one partial page per slice, the check."""
-    records = f.promised_pending if f.extends else f.promised
-    slices = max(1, -(-records // SLICE_RECORDS))
-    return -(-records // PAGE) + slices + CHECK_REQUESTS
+    slices = max(1, -(-f.records // SLICE_RECORDS))
+    return -(-f.records // PAGE) + slices + CHECK_REQUESTS
 
 
 def choose(f: ProjectFigures, asked: str) -> Choice:
     """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests."""
     runs, listed = runs_requests(f), project_requests(f)
-    n = f.promised_pending if f.extends else f.promised  # the records the listing expects
+    n = f.records
     if f.pending == 0:
         return Choice(f.project, "runs", 0, 0, "nothing pending", n)
     if asked == "runs":
@@ -129,29 +133,28 @@ def figures(gw: db.Gateway, options: RunOptions, pending: Mapping[str, int]) -> 
     rows = {r["project"]: r["rows"] for r in gw.execute("strategy_rows", params)}
     latest = {p: gw.execute("listing_latest", {"project": p}) for p in rows}
     extends = {p: listing.extends(latest[p][0] if latest[p] else None, window, fresh=options.refetch) for p in rows}
+
+    def each(promised: Mapping[str, Mapping[str, int]], at_least: bool) -> list[ProjectFigures]:
+        out = []
+        for project, n in rows.items():
+            p = promised.get(project, {})
+            promised_pending = p.get("promised", 0) if options.refetch else p.get("promised_lacking", 0)
+            pend = min(pending.get(project, 0), n)
+            out.append(
+                ProjectFigures(project, n, pend, p.get("promised", 0), promised_pending, extends[project], at_least)
+            )
+        return out
+
     # each row that promises records promises one at least: lower bounds of both figures
-    least = {
+    promising = {
         r["project"]: {"promised": r["promising"], "promised_lacking": r["promising_lacking"]}
         for r in gw.execute("strategy_promising", params)
     }
-    at_least = options.strategy == "auto" and all(
-        ruled_out(pending.get(p, 0), _expected(least.get(p, {}), extends[p], options.refetch)) for p in rows
-    )
-    promised = least if at_least else {r["project"]: r for r in gw.execute("strategy_promised", params)}
+    out = each(promising, at_least=True)
+    if options.strategy != "auto" or not all(ruled_out(f.pending, f.records) for f in out):
+        out = each({r["project"]: r for r in gw.execute("strategy_promised", params)}, at_least=False)
     gw.commit()
-    out = []
-    for project, n in rows.items():
-        p = promised.get(project, {})
-        promised_pending = p.get("promised", 0) if options.refetch else p.get("promised_lacking", 0)
-        pend = min(pending.get(project, 0), n)
-        out.append(ProjectFigures(project, n, pend, p.get("promised", 0), promised_pending, extends[project], at_least))
     return out
-
-
-def _expected(promised: Mapping[str, int], extends: bool, refetch: bool) -> int:
-    """The records a listing expects (``project_requests``) from strategy_promised's (or its lower bounds') row."""
-    pending = promised.get("promised", 0) if refetch else promised.get("promised_lacking", 0)
-    return pending if extends else promised.get("promised", 0)
 
 
 def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary, by_project: Mapping[str, int]) -> list[Choice]:
