@@ -99,11 +99,11 @@ def _done(runner: Runner, current: Listing, fallback: str | None) -> None:
 
 
 def staged(
-    runner: Runner, current: Listing, rows: list[Row], stale: set[str] | None = None, *, commit: bool = True
+    runner: Runner, current: Listing, rows: list[Row], stale: set[str] | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """Canonical run id -> its staged records (parsed back from their JSON text); the runs with a
     record staged by an earlier listing than ``current`` are added to ``stale`` when given.
-    Without ``commit`` the read stays open for the caller's next one (one transaction, fewer round trips)."""
+    The caller ends the read's transaction (with its other reads: fewer round trips)."""
     ids = [c for c in (canonical_run_id(r.run_id) for r in rows) if c]
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if ids:
@@ -111,18 +111,14 @@ def staged(
             out[r["run_id"]].append(json.loads(r["record"]))
             if stale is not None and r["listing_id"] != current.id:
                 stale.add(r["run_id"])
-        if commit:
-            runner.gw.commit()
     return out
 
 
 def _examined_before(runner: Runner, rows: list[Row]) -> set[str]:
-    """The rows' run ids (as stored) that hold a status entry."""
+    """The rows' run ids (as stored) that hold a status entry (the caller ends the read's transaction)."""
     if not rows:
         return set()
-    found = {r["run_id"] for r in runner.gw.execute("examined_before", {"run_ids": [r.run_id for r in rows]})}
-    runner.gw.commit()
-    return found
+    return {r["run_id"] for r in runner.gw.execute("examined_before", {"run_ids": [r.run_id for r in rows]})}
 
 
 def _to_fetch(runner: Runner, current: Listing, valid: list[Row]) -> tuple[dict[str, list[dict[str, Any]]], list[Row]]:
@@ -131,8 +127,9 @@ def _to_fetch(runner: Runner, current: Listing, valid: list[Row]) -> tuple[dict[
     earlier listing staged), one whose staged copies come from an earlier listing (this pass
     listed only what was created since), and one whose staged count is not its promise."""
     stale: set[str] = set()
-    have = staged(runner, current, valid, stale, commit=False)  # _examined_before commits both reads
+    have = staged(runner, current, valid, stale)
     before = _examined_before(runner, valid)
+    runner.gw.commit()  # one read transaction for both
     short = []
     for r in valid:
         c = canonical_run_id(r.run_id) or ""
@@ -182,6 +179,7 @@ def check_sample(runner: Runner, current: Listing, opts: RunOptions) -> str | No
         return None
     got = fetch_isolating(runner.source, ids)
     have = staged(runner, current, [Row(0, rid, w.since, "object", None) for rid in ids])
+    runner.gw.commit()
     missing = extra = changed = expected = answered = 0
     for rid in ids:
         answer = got[rid]
