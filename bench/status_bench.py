@@ -27,9 +27,10 @@ from collections.abc import Iterator
 import psycopg
 
 import backfill
-from backfill import db, migrate
+from backfill.archive.lease import LEASE_NAME
 from backfill.config import Database, Window
 from backfill.errors import ConfigError
+from backfill.operations import migrate
 from backfill.sandbox import app_schema
 from backfill.sandbox.embedded import EmbeddedPostgres
 from backfill.sql import QUERIES
@@ -126,7 +127,7 @@ def explain(url: str, window: Window) -> None:
         "until": window.until,
         "projects": list(window.projects) or None,
         "max_attempts": 3,
-        "name": db.LEASE_NAME,  # status_lease's
+        "name": LEASE_NAME,  # status_lease's
     }
     with psycopg.connect(url) as conn:  # one transaction, with the report's own settings
         conn.execute(QUERIES["status_settings"])

@@ -241,7 +241,7 @@ def test_a_service_file_is_enough_to_reach_the_archive(dsn, tmp_path):
 def test_a_released_lease_reads_released_every_time(dsn):
     """release() sets expiry and heartbeat from one clock reading: two readings of
     clock_timestamp() in one UPDATE differ by microseconds, and `backfill status` said "expired"."""
-    from backfill import db
+    from backfill.archive import gateway as db
     from backfill.config import Database
 
     states = []

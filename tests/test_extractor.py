@@ -22,10 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import repair as operations
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 

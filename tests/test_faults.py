@@ -30,10 +30,11 @@ import requests
 
 import backfill
 from backfill import cli
-from backfill import source as source_module
 from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
 from backfill.errors import AlreadyRunning, ApiUnavailable, DatabaseError, WrongWorkspace
-from backfill.runner import RunOptions, RunSummary
+from backfill.langsmith import transport as source_module
+from backfill.runner.summary import RunSummary
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith, RequestLog
 

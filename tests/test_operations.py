@@ -11,11 +11,11 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.follow import follow
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import repair as operations
+from backfill.runner.follow import follow
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 

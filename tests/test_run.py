@@ -12,8 +12,8 @@ from psycopg.types.json import Jsonb
 
 import backfill
 from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
 from backfill.errors import AlreadyRunning, ApiAuthError, ApiUnavailable, NotMigrated, WrongWorkspace
-from backfill.runner import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 

@@ -14,10 +14,10 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
+from backfill.archive.status import StatusReport
 from backfill.cli import app
 from backfill.config import Database, Window
 from backfill.sandbox import synthetic
-from backfill.status import StatusReport
 
 from .helpers import TODAY, insert, wait_for
 
@@ -130,7 +130,7 @@ class Archive:
 def missing_after_midnight(monkeypatch):
     """Records missing "6h after their day" depends on the clock: count from midnight UTC instead,
     so that every day before today is past the threshold whatever the hour the tests run."""
-    monkeypatch.setattr(sys.modules["backfill.status"], "MISSING_WARNING_HOURS", 0)
+    monkeypatch.setattr(sys.modules["backfill.archive.status"], "MISSING_WARNING_HOURS", 0)
 
 
 @pytest.fixture

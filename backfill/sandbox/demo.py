@@ -25,12 +25,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .. import migrate
-from ..config import Database, LangSmith, Window
-from ..errors import ConfigError
-from ..runner import RunOptions, RunSummary, run
-from . import app_schema, synthetic
-from .embedded import EmbeddedPostgres, free_port
+from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
+from backfill.errors import ConfigError
+from backfill.operations import migrate
+from backfill.runner.invocation import run
+from backfill.runner.summary import RunSummary
+from backfill.sandbox import app_schema, synthetic
+from backfill.sandbox.embedded import EmbeddedPostgres, free_port
 
 PROJECTS = ("support-bot", "sales-agent", "triage")
 DEMO_KEY = "demo-not-a-secret"
@@ -141,7 +143,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
 
 
 def _show_status(database: Database, show: Callable[[str], None]) -> None:
-    from ..status import status
+    from backfill.archive.status import status
 
     for line in status(database, Window.parse("14d")).lines():
         show(line)

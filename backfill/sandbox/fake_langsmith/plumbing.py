@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .server import FakeLangSmith
+    from backfill.sandbox.fake_langsmith.server import FakeLangSmith
 
 INFO = {
     "version": "0.0-fake",

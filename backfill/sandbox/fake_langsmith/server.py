@@ -13,10 +13,10 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .. import synthetic
-from .faults import Faults
-from .listing import Catalog, Filters, parse_filters, session_json
-from .plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith.faults import Faults
+from backfill.sandbox.fake_langsmith.listing import Catalog, Filters, parse_filters, session_json
+from backfill.sandbox.fake_langsmith.plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
 
 
 @dataclass(frozen=True)
