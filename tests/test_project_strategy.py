@@ -13,7 +13,7 @@ import backfill
 from backfill.config import Database, LangSmith, Window
 from backfill.domain.options import RunOptions
 from backfill.errors import WrongWorkspace
-from backfill.langsmith import by_project as listing
+from backfill.domain import listing
 from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback

@@ -11,6 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import backfill
+from backfill.archive.lease import Lease
 from backfill.config import Database, LangSmith, Window
 from backfill.domain.options import RunOptions
 from backfill.errors import AlreadyRunning, ApiAuthError, ApiUnavailable, NotMigrated, WrongWorkspace
@@ -297,7 +298,7 @@ def test_limit_and_dry_run(dsn, fake):
 
 def test_one_runner_at_a_time(dsn, fake):
     seed(dsn, 5)
-    lease = backfill.db.Lease.take(Database(dsn), "revert")
+    lease = Lease.take(Database(dsn), "revert")
     try:
         with pytest.raises(AlreadyRunning, match=r"holds the lease on this database: `backfill revert` on "):
             go(dsn, fake)

@@ -11,6 +11,28 @@ Retry-After and our backoff are the whole story.
 
 Every request is counted in the ``Tally`` its caller passes: the caller carries it with the
 result, so that what a batch cost is known without reading counters another thread moves.
+
+What a failed request means, and what it costs:
+
+* 429: the rate limit (shared with the extractor). Waited out: Retry-After when given,
+  else ``rate_limit_first_s`` doubling to 60 s; the pacing widens. Never marks a row;
+  ends the run (``ApiUnavailable``) only after ``rate_limit_budget_s`` of 429s in a row.
+* 500: maybe the API, maybe one run in the request (a "poisoned" run). Raised at once as
+  ``BatchFailed(needs_proof=True)``: ``by_run.fetch_isolating`` halves the request and
+  asks ``healthy()`` before it believes a run is the cause.
+* 502/503/504/408, timeouts, lost connections: the API or the path to it. The same
+  request is retried with backoff ``max_retries`` times, then ``healthy()`` decides.
+* other 4xx, a malformed body (after ``max_retries``): this request is refused; split.
+* 414/431: ``UrlTooLong``; the caller asks fewer ids per request from then on.
+* 401/403: ``ApiAuthError``, everything stops.
+
+``healthy()`` is the outage test: a probe naming only a run known to be fine (one the API
+answered in this invocation; before any, a random UUID, which names no run's data). If
+the probe is answered, the API works and the failure was the request's own. If not, this
+is an outage: probes, one per step, back off exponentially with jitter up to 60 s, for
+at most ``outage_wait_s``; then ``ApiUnavailable`` (exit 1). An outage marks no row and
+spends no attempt. Anything that is not a network, HTTP or JSON failure (a bug) is not
+classified: it propagates.
 """
 
 from __future__ import annotations
@@ -81,32 +103,9 @@ class _Failed(Exception):
 
 @dataclass
 class Transport:
-    """Pages of GET requests to LangSmith, through every guard of a shared, rate-limited API.
-
-    What a failed request means, and what it costs:
-
-    * 429: the rate limit (shared with the extractor). Waited out: Retry-After when given,
-      else ``rate_limit_first_s`` doubling to 60 s; the pacing widens. Never marks a row;
-      ends the run (``ApiUnavailable``) only after ``rate_limit_budget_s`` of 429s in a row.
-    * 500: maybe the API, maybe one run in the request (a "poisoned" run). Raised at once as
-      ``BatchFailed(needs_proof=True)``: ``by_run.fetch_isolating`` halves the request and
-      asks ``healthy()`` before it believes a run is the cause.
-    * 502/503/504/408, timeouts, lost connections: the API or the path to it. The same
-      request is retried with backoff ``max_retries`` times, then ``healthy()`` decides.
-    * other 4xx, a malformed body (after ``max_retries``): this request is refused; split.
-    * 414/431: ``UrlTooLong``; the caller asks fewer ids per request from then on.
-    * 401/403: ``ApiAuthError``, everything stops.
-
-    ``healthy()`` is the outage test: a probe naming only a run known to be fine (one the API
-    answered in this invocation; before any, a random UUID, which names no run's data). If
-    the probe is answered, the API works and the failure was the request's own. If not, this
-    is an outage: probes, one per step, back off exponentially with jitter up to 60 s, for
-    at most ``outage_wait_s``; then ``ApiUnavailable`` (exit 1). An outage marks no row and
-    spends no attempt. Anything that is not a network, HTTP or JSON failure (a bug) is not
-    classified: it propagates.
-
-    One thread at a time uses a transport (the pipeline's worker while a batch is fetched
-    ahead, the main thread otherwise).
+    """Pages of GET requests to LangSmith, through every guard of a shared, rate-limited API
+    (what each failure means and costs: this module's docstring). One thread at a time uses a
+    transport (the pipeline's worker while a batch is fetched ahead, the main thread otherwise).
     """
 
     settings: LangSmith
@@ -163,7 +162,7 @@ class Transport:
                     raise BatchFailed(f.detail, self.sent, needs_proof=True) from None
                 if f.kind == "unavailable":
                     unavailable += 1
-                    wait = f.retry_after if f.retry_after is not None else self._backoff(unavailable)
+                    wait = f.retry_after if f.retry_after is not None else backoff(self.backoff_s, unavailable)
                     # retries count against --outage-wait too: past it, the probe decides at once
                     if unavailable < self.max_retries and self._episode_s + wait <= self.outage_wait_s:
                         self._wait_outage(wait, tally)
@@ -183,7 +182,7 @@ class Transport:
                     raise BatchFailed(f.detail, self.sent) from None
                 if failures >= self.max_retries:  # malformed every time
                     raise BatchFailed(f.detail, self.sent) from None
-                self.pacer.sleep(self._backoff(failures))
+                self.pacer.sleep(backoff(self.backoff_s, failures))
 
     def proven(self, exc: BatchFailed, tally: Tally) -> bool:
         """Is the refusal ``exc`` the request's own? Yes when it needs no proof, when a request
@@ -207,7 +206,7 @@ class Transport:
                     continue
                 detail = f.detail
             step += 1
-            wait = self._backoff(self._episode_n)
+            wait = backoff(self.backoff_s, self._episode_n)
             if self._episode_s + wait > self.outage_wait_s:
                 raise self._unavailable(detail, waited=True)
             self._wait_outage(wait, tally)
@@ -218,7 +217,10 @@ class Transport:
         self.sent += 1
         tally.requests += 1
         try:
-            response = self._get(params, path)
+            try:
+                response = abandonable_get(self.client, params, path, self.abandon)
+            finally:
+                self.pacer.finished()
             self.answered = True
             body = response.json()
             if not isinstance(body, list):
@@ -242,36 +244,6 @@ class Transport:
         self._limited_s, self._limited_n = 0.0, 0
         self.pacer.succeeded()
         return body
-
-    def _get(self, params: dict[str, Any], path: str) -> Response:
-        """One GET through the client (its auth and workspace headers, its session).
-
-        The request runs in a daemon thread while this one watches ``abandon``: a second signal
-        gives the request up at once (``Interrupted``), at this known point rather than from
-        inside the socket code; the thread's late answer is dropped.
-        """
-        box: dict[str, Any] = {}
-        done = threading.Event()
-
-        def call() -> None:
-            try:
-                box["response"] = self.client.request_with_retries("GET", path, params=params, stop_after_attempt=1)
-            except BaseException as exc:  # handed to the caller's thread as it is
-                box["error"] = exc
-            finally:
-                done.set()
-
-        try:
-            threading.Thread(target=call, name="backfill-request", daemon=True).start()
-            while not done.wait(ABANDON_POLL_S):
-                if self.abandon.is_set():
-                    raise Interrupted("interrupted again: the batch in flight was abandoned")
-        finally:
-            self.pacer.finished()
-        if "error" in box:
-            raise box["error"]
-        response: Response = box["response"]
-        return response
 
     def _rate_limited(self, f: _Failed, tally: Tally) -> None:
         """Wait out a 429: Retry-After, else a default doubling from ``rate_limit_first_s``."""
@@ -314,6 +286,35 @@ class Transport:
             " stopped, nothing of the current batch was marked"
         )
 
-    def _backoff(self, failures: int) -> float:
-        """Exponential backoff with jitter: base * 2^(n-1), capped at 60 s, times a random factor in [0.5, 1)."""
-        return min(OUTAGE_CAP_S, self.backoff_s * 2 ** (max(1, failures) - 1)) * random.uniform(0.5, 1.0)
+
+def backoff(base_s: float, failures: int) -> float:
+    """Exponential backoff with jitter: base * 2^(n-1), capped at 60 s, times a random factor in [0.5, 1)."""
+    return min(OUTAGE_CAP_S, base_s * 2 ** (max(1, failures) - 1)) * random.uniform(0.5, 1.0)
+
+
+def abandonable_get(client: Client, params: dict[str, Any], path: str, abandon: threading.Event) -> Response:
+    """One GET through the client (its auth and workspace headers, its session).
+
+    The request runs in a daemon thread while this one watches ``abandon``: a second signal
+    gives the request up at once (``Interrupted``), at this known point rather than from
+    inside the socket code; the thread's late answer is dropped.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            box["response"] = client.request_with_retries("GET", path, params=params, stop_after_attempt=1)
+        except BaseException as exc:  # handed to the caller's thread as it is
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="backfill-request", daemon=True).start()
+    while not done.wait(ABANDON_POLL_S):
+        if abandon.is_set():
+            raise Interrupted("interrupted again: the batch in flight was abandoned")
+    if "error" in box:
+        raise box["error"]
+    response: Response = box["response"]
+    return response

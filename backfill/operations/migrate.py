@@ -24,7 +24,7 @@ from backfill.config import Database
 from backfill.errors import DatabaseError, redact
 
 #: The revisions, wherever the package is installed (site-packages or a checkout).
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 LOG_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"  # alembic.ini's "generic" format
 
 
