@@ -11,9 +11,10 @@ import pytest
 
 import backfill
 from backfill.config import Database, LangSmith, Window
+from backfill.domain import listing
 from backfill.domain.options import RunOptions
 from backfill.errors import WrongWorkspace
-from backfill.domain import listing
+from backfill.report import status_json, text
 from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
@@ -270,9 +271,9 @@ def test_status_says_the_strategy_and_the_requests_saved(dsn):
     with serve(runs) as fake:
         summary = go(dsn, fake, strategy="project")
     report = backfill.status(Database(dsn), Window.parse("14d"))
-    text = "\n".join(report.lines())
-    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in text
-    as_json = report.to_json()
+    shown = "\n".join(text.lines(report))
+    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in shown
+    as_json = status_json.to_json(report)
     assert as_json["runs"]["last"]["strategy"] == "project"
     assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved
     assert any(line.startswith("  strategy     project: ") for line in summary.lines())

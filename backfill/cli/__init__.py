@@ -49,6 +49,7 @@ from backfill.cli.params import (
 from backfill.config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from backfill.domain.options import RunOptions
 from backfill.errors import BackfillError, UsageError
+from backfill.report import nagios, status_json, text
 
 if TYPE_CHECKING:
     from backfill.operations.repair import Change
@@ -230,11 +231,11 @@ def status_command(
         raise typer.Exit(0)
     if check:
         # With --json the summary goes to stderr so that stdout stays one JSON document.
-        typer.echo(report.check_line(), err=as_json)
+        typer.echo(nagios.check_line(report), err=as_json)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps(status_json.to_json(report), indent=2))
     else:
-        for line in report.lines():
+        for line in text.lines(report):
             typer.echo(line)
     raise typer.Exit(report.exit_code if check else 0)
 

@@ -197,7 +197,7 @@ class Throughput:
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """Who holds, or last held, the database's one lease (see backfill.db.Lease)."""
+    """Who holds, or last held, the database's one lease (see ``archive.lease``)."""
 
     command: str
     hostname: str
@@ -212,11 +212,6 @@ class LeaseInfo:
     def alive(self) -> bool:
         return self.state == "held"
 
-    def lines(self, as_of: dt.datetime) -> list[str]:
-        from backfill.report.text import lease_lines
-
-        return lease_lines(self, as_of)
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -225,15 +220,10 @@ class Alert:
     value: float
     threshold: float
 
-    def describe(self) -> str:
-        from backfill.report.text import describe
-
-        return describe(self)
-
 
 @dataclass(frozen=True)
 class StatusReport:
-    """What `backfill status` shows; ``lines()``, ``check_line()`` and ``to_json()`` render it."""
+    """What `backfill status` shows (rendered by ``backfill.report``: text, --check, --json, OpenMetrics)."""
 
     window: Window
     as_of: dt.datetime
@@ -257,23 +247,3 @@ class StatusReport:
     @property
     def exit_code(self) -> int:
         return LEVELS[self.status]
-
-    # -- rendering (status_render) -----------------------------------------------------
-
-    def check_line(self) -> str:
-        """One line in the monitoring-plugin format: status, text, then performance data."""
-        from backfill.report.text import check_line
-
-        return check_line(self)
-
-    def lines(self) -> list[str]:
-        """The human report, at most 80 columns wide."""
-        from backfill.report.text import lines
-
-        return lines(self)
-
-    def to_json(self) -> dict[str, Any]:
-        """The --json document (docs/status-json.md)."""
-        from backfill.report.text import to_json
-
-        return to_json(self)

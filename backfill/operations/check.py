@@ -36,12 +36,12 @@ from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckRep
 from backfill.domain.options import RunOptions
 from backfill.domain.records import canonical_run_id
 from backfill.domain.rows import Tally
+from backfill.domain.units import duration
 from backfill.domain.workspace import PROBE_RUNS, wrong_workspace
 from backfill.errors import ApiAuthError, BackfillError
 from backfill.langsmith import by_run
 from backfill.langsmith.transport import BatchFailed, Transport, UrlTooLong
 from backfill.operations import migrate
-from backfill.report.text import duration
 
 
 def check(

@@ -7,47 +7,16 @@ The --json keys are described in docs/status-json.md.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from backfill.domain.status import (
     CRITICAL_FAILURE_RATE,
-    LEVELS,
     REASONS,
     RISK_NOTE,
     Alert,
-    Day,
-    Invocation,
     LeaseInfo,
     StatusReport,
 )
-
-
-def check_line(self: StatusReport) -> str:
-    """One line in the monitoring-plugin format: status, text, then performance data."""
-    t = self.totals
-    if self.alerts:
-        text = "; ".join(describe(a) for a in sorted(self.alerts, key=lambda a: -LEVELS[a.level]))
-    elif t.rows:
-        text = (
-            f"coverage {_pct(t.coverage)}, {t.pending} pending, {t.failed + t.invalid} failed,"
-            f" feedback coverage {_pct(self.data.feedback_coverage_rate)} (data)"
-        )
-    else:
-        text = "no rows in the window"
-    perf = [
-        f"coverage={_perf_pct(t.coverage)};;;0;100",
-        f"failure_rate={_perf_pct(t.failure_rate)};;{CRITICAL_FAILURE_RATE * 100:g};0;100",
-        f"rows={t.rows};;;0",
-        f"pending={t.pending};;;0",
-        f"failed={t.failed + t.invalid};;;0",
-        f"data_feedback_coverage={_perf_pct(self.data.feedback_coverage_rate)};;;0;100",
-        f"lacking_now={self.data.lacking_now};;;0",
-        f"promised_lacking={self.data.promised_lacking};;;0",
-        f"extractor_records={self.data.extractor_records};;;0",
-    ]
-    if self.throughput.rows_per_s is not None:
-        perf.append(f"rows_per_s={self.throughput.rows_per_s:.3f};;;0")
-    return f"FEEDBACK-BACKFILL {self.status} - {text} | {' '.join(perf)}"
+from backfill.domain.units import duration
 
 
 def lines(self: StatusReport) -> list[str]:
@@ -60,7 +29,7 @@ def lines(self: StatusReport) -> list[str]:
         scope = scope[: 80 - len(head) - 6] + "..."
     out = [f"{head} ({scope})"]
     if t.rows:
-        out.append(f"{_bar(t.coverage or 0.0)} {_pct(t.coverage):>6} covered of {t.rows:,} rows")
+        out.append(f"{_bar(t.coverage or 0.0)} {pct(t.coverage):>6} covered of {t.rows:,} rows")
     else:
         out.append("no rows in the window")
     out += ["", f"{'Totals':<26}{'rows':>10}"]
@@ -71,9 +40,9 @@ def lines(self: StatusReport) -> list[str]:
         _total("invalid", t.invalid, "never to be fetched"),
         _total("failed", t.failed, "retried up to max attempts"),
         _total("pending", t.pending, "never examined"),
-        _total("examined", t.examined, f"failure rate {_pct(t.failure_rate)} (failed + invalid)"),
-        f"  {'coverage':<24}{_pct(t.coverage):>10}  (done + no feedback + invalid) / rows",
-        f"  {'feedback coverage rate':<24}{_pct(t.feedback_coverage_rate):>10}  "
+        _total("examined", t.examined, f"failure rate {pct(t.failure_rate)} (failed + invalid)"),
+        f"  {'coverage':<24}{pct(t.coverage):>10}  (done + no feedback + invalid) / rows",
+        f"  {'feedback coverage rate':<24}{pct(t.feedback_coverage_rate):>10}  "
         f"{t.delivered:,} of {t.promised:,} examined rows",
         f"  {'':<36}whose feedback_stats count records",
     ]
@@ -120,7 +89,7 @@ def _data_lines(self: StatusReport) -> list[str]:
         _total("other records", d.other_records, "neither (by hand, another tool)"),
         _total("promised records", d.promised, "feedback_stats count records"),
         _total("  lacking them", d.promised_lacking),
-        f"  {'feedback coverage rate':<24}{_pct(d.feedback_coverage_rate):>10}  "
+        f"  {'feedback coverage rate':<24}{pct(d.feedback_coverage_rate):>10}  "
         f"{d.promised - d.promised_lacking:,} of {d.promised:,} promised rows hold records",
     ]
 
@@ -149,7 +118,7 @@ def _run_lines(self: StatusReport) -> list[str]:
             else f"    started {_ts(run.started_at)}, ran {duration(run.elapsed.total_seconds())}"
             + ("" if run.finished_at else " up to its last heartbeat"),
             f"    examined {run.rows_examined:,} rows: {rate} rows/s; {run.records_stored:,} records stored",
-            f"    API {run.api_requests:,} requests, {run.api_errors:,} failed ({_pct(run.api_error_rate)} error rate)",
+            f"    API {run.api_requests:,} requests, {run.api_errors:,} failed ({pct(run.api_error_rate)} error rate)",
         ]
         if run.strategy in ("project", "mixed"):
             out.append(f"    strategy {run.strategy}: {run.requests_saved:,} request(s) saved against run by run")
@@ -184,75 +153,6 @@ def _run_lines(self: StatusReport) -> list[str]:
     return out
 
 
-def to_json(self: StatusReport) -> dict[str, Any]:
-    t, run, eta, tp = self.totals, self.last_run, self.eta, self.throughput
-    return {
-        "window": {
-            "since": self.window.since.isoformat(),
-            "until": self.window.until.isoformat(),
-            "projects": list(self.window.projects),
-        },
-        "as_of": self.as_of.isoformat(),
-        "totals": {
-            "rows": t.rows,
-            "examined": t.examined,
-            "done": t.done,
-            "no_feedback": t.no_feedback,
-            "invalid": t.invalid,
-            "failed": t.failed,
-            "pending": t.pending,
-            "records": t.records,
-            "promised": t.promised,
-            "delivered": t.delivered,
-            "coverage": t.coverage,
-            "feedback_coverage_rate": t.feedback_coverage_rate,
-            "failure_rate": t.failure_rate,
-        },
-        "data": {
-            "rows": self.data.rows,
-            "lacking": self.data.lacking,
-            "lacking_now": self.data.lacking_now,
-            "promised": self.data.promised,
-            "promised_lacking": self.data.promised_lacking,
-            "extractor_records": self.data.extractor_records,
-            "our_records": self.data.our_records,
-            "other_records": self.data.other_records,
-            "feedback_coverage_rate": self.data.feedback_coverage_rate,
-        },
-        "failures": {
-            "max_attempts": self.max_attempts,
-            "reasons": {
-                r: {"rows": f.rows, "attempts": f.attempts, "at_max_attempts": f.at_max_attempts}
-                for r, f in self.failures.items()
-            },
-        },
-        "runs": {
-            "count": self.runs_count,
-            "runner_pid": self.runner_pid,
-            "lease": None if self.lease is None else _lease_json(self.lease),
-            "last": None if run is None else _run_json(run),
-            "eta": {
-                "pending": eta.pending,
-                "rows_per_s": eta.rows_per_s,
-                "seconds": eta.seconds,
-                "floor_seconds": eta.floor_seconds,
-                "batch_size": eta.batch_size,
-                "delay_ms": eta.delay_ms,
-            },
-            "throughput": {
-                "last_finished_id": tp.last_finished_id,
-                "rows_per_s": tp.rows_per_s,
-                "baseline_rows_per_s": tp.baseline_rows_per_s,
-                "baseline_runs": tp.baseline_runs,
-            },
-        },
-        "days": [_day_json(d) for d in self.days],
-        "alerts": [{"level": a.level, "name": a.name, "value": a.value, "threshold": a.threshold} for a in self.alerts],
-        "status": self.status,
-        "exit_code": self.exit_code,
-    }
-
-
 def lease_lines(self: LeaseInfo, as_of: dt.datetime) -> list[str]:
     who = f"    by `backfill {self.command}` on {self.hostname[:30]} (pid {self.pid})"
     if self.state == "held":
@@ -270,7 +170,7 @@ def lease_lines(self: LeaseInfo, as_of: dt.datetime) -> list[str]:
 
 def describe(self: Alert) -> str:
     if self.name == "failure_rate":
-        return f"failure rate {_pct(self.value)} > {CRITICAL_FAILURE_RATE:.0%}"
+        return f"failure rate {pct(self.value)} > {CRITICAL_FAILURE_RATE:.0%}"
     if self.name == "missing_records" and self.level == "CRITICAL":
         return f"{self.value:,.0f} promised row(s) lack records at {self.threshold:.0f}+ days old (retention)"
     if self.name == "missing_records":
@@ -278,73 +178,10 @@ def describe(self: Alert) -> str:
     return f"last run {self.value:.2f} rows/s < {self.threshold:.2f} (2/3 of the earlier runs' mean)"
 
 
-def _day_json(d: Day) -> dict[str, Any]:
-    return {
-        "run_date": d.run_date.isoformat(),
-        "total": d.total,
-        "done": d.done,
-        "no_feedback": d.no_feedback,
-        "invalid": d.invalid,
-        "failed": d.failed,
-        "pending": d.pending,
-        "at_risk": d.at_risk,
-        "lacking": d.lacking,
-        "lacking_now": d.lacking_now,
-        "promised": d.promised,
-        "promised_lacking": d.promised_lacking,
-        "extractor_records": d.extractor_records,
-        "our_records": d.our_records,
-    }
-
-
-def _lease_json(lease: LeaseInfo) -> dict[str, Any]:
-    return {
-        "command": lease.command,
-        "hostname": lease.hostname,
-        "pid": lease.pid,
-        "invocation_id": lease.invocation_id,
-        "acquired_at": lease.acquired_at.isoformat(),
-        "heartbeat_at": lease.heartbeat_at.isoformat(),
-        "expires_at": lease.expires_at.isoformat(),
-        "state": lease.state,
-        "alive": lease.alive,
-    }
-
-
-def _run_json(run: Invocation) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "state": run.state,
-        "outcome": run.outcome,
-        "message": run.message,
-        "started_at": run.started_at.isoformat(),
-        "heartbeat_at": run.heartbeat_at.isoformat(),
-        "finished_at": None if run.finished_at is None else run.finished_at.isoformat(),
-        "elapsed_ms": round(run.elapsed.total_seconds() * 1000),
-        "rows_pending_at_start": run.rows_pending_at_start,
-        "rows_examined": run.rows_examined,
-        "rows_enriched": run.rows_enriched,
-        "rows_no_feedback": run.rows_no_feedback,
-        "rows_failed": run.rows_failed,
-        "records_stored": run.records_stored,
-        "api_requests": run.api_requests,
-        "api_errors": run.api_errors,
-        "rows_per_s": run.rows_per_s,
-        "api_error_rate": run.api_error_rate,
-        "rate_limit_wait_s": run.rate_limit_wait_s,
-        "outage_wait_s": run.outage_wait_s,
-        "strategy": run.strategy,
-        "requests_saved": run.requests_saved,
-        "params": {
-            k: run.params.get(k) for k in ("since", "until", "projects", "batch_size", "delay_ms", "max_attempts")
-        },
-    }
-
-
 # -- formatting helpers -----------------------------------------------------------------
 
 
-def _pct(rate: float | None) -> str:
+def pct(rate: float | None) -> str:
     if rate is None:
         return "-"
     shown = rate * 100
@@ -356,7 +193,7 @@ def _pct(rate: float | None) -> str:
     return f"{shown:.1f}%"
 
 
-def _perf_pct(rate: float | None) -> str:
+def perf_pct(rate: float | None) -> str:
     # "U" is the monitoring-plugin value for "undetermined" (e.g. no rows in the window).
     return "U" if rate is None else f"{rate * 100:.2f}%"
 
@@ -374,20 +211,3 @@ def _ts(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def duration(seconds: float | None, *, minutes_past_a_day: bool = False) -> str:
-    """``1d 2h`` (``1d 2h 03m`` with ``minutes_past_a_day``), ``2h 05m``, ``3m 07s``, ``9s``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    s = max(int(round(seconds)), 0)
-    d, rest = divmod(s, 86400)
-    h, rest = divmod(rest, 3600)
-    m, sec = divmod(rest, 60)
-    if d:
-        return f"{d}d {h}h {m:02d}m" if minutes_past_a_day else f"{d}d {h}h"
-    if h:
-        return f"{h}h {m:02d}m"
-    if m:
-        return f"{m}m {sec:02d}s"
-    return f"{sec}s"

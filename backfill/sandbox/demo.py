@@ -29,6 +29,7 @@ from backfill.config import Database, LangSmith, Window
 from backfill.domain.options import RunOptions
 from backfill.errors import ConfigError
 from backfill.operations import migrate
+from backfill.report import text
 from backfill.runner.invocation import run
 from backfill.runner.summary import RunSummary
 from backfill.sandbox import app_schema, synthetic
@@ -145,7 +146,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
 def _show_status(database: Database, show: Callable[[str], None]) -> None:
     from backfill.archive.status import status
 
-    for line in status(database, Window.parse("14d")).lines():
+    for line in text.lines(status(database, Window.parse("14d"))):
         show(line)
 
 

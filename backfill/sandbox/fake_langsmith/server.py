@@ -121,7 +121,13 @@ class FakeLangSmith(Faults, Catalog):
 
     # serving
 
-    def _track(self, sock: socket.socket, *, add: bool) -> None:
+    def reset_pending(self, sock: Any) -> bool:
+        with self._lock:
+            reset = sock in self._reset_socks
+            self._reset_socks.discard(sock)
+        return reset
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
         with self._lock:
             (self._socks.add if add else self._socks.discard)(sock)
 
@@ -140,7 +146,7 @@ class FakeLangSmith(Faults, Catalog):
         placed = self._placed_of(run_id)
         return placed if placed is not None else self._feedback(run_id)
 
-    def _handle(self, h: Handler) -> None:
+    def handle(self, h: Handler) -> None:
         received = time.monotonic()
         parts = urlsplit(h.path)
         path = parts.path.rstrip("/") or "/"
