@@ -14,7 +14,7 @@ from backfill.domain.strategy import ProjectFigures, ruled_out
 
 def figures(gw: db.Gateway, options: RunOptions, pending: Mapping[str, int]) -> list[ProjectFigures]:
     """Each project of the window, with its pending rows: the walk's own count per project
-    (``walk.pending_by_project``; rows lacking records include rows already examined and found
+    (``reader.pending_by_project``; rows lacking records include rows already examined and found
     without feedback, so sharing the total out by them could call a project with pending rows
     "nothing pending"). The records promised are read from the documents (strategy_promised)
     unless, for auto, the rows that promise any (index-only) rule every listing out: a dense

@@ -110,7 +110,7 @@ def walk(
     A batch may span days, so that small days still fill API requests. Each read commits at
     once: no transaction stays open while the batch is fetched. On a settled day the rows at
     or below its mark come from walk_settled, the rest from walk_batch. ``settling`` hears
-    of each row read and of each day read to its end (``settle``).
+    of each row read and of each day read to its end (``domain.settling``).
     """
     params = query_params(options, refetch_since)
     settling = settling or Settling()

@@ -52,7 +52,7 @@ stopped, an extractor re-archiving faster than we enrich); CRITICAL when such ro
 (the indexes hold the date, not the time): a lower bound of how long it has lacked them.
 
 ``--json`` prints one object: its keys are described in docs/status-json.md. The renderers
-(text, JSON, the --check line) are in ``status_render``; this module measures.
+(text, JSON, the --check line, OpenMetrics) are in ``backfill.report``; this module measures.
 """
 
 from __future__ import annotations

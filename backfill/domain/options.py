@@ -26,9 +26,9 @@ class RunOptions:
     replace_extractor_records: bool = False
     #: --outage-wait: how long an API outage is waited out before the run stops (exit 1)
     outage_wait_s: float = 600.0
-    #: the first wait on a 429 without Retry-After (doubling to 60 s); see backfill/source.py
+    #: the first wait on a 429 without Retry-After (doubling to 60 s); see backfill/langsmith/transport.py
     rate_limit_first_s: float = 10.0
-    #: --strategy: auto (per project, from what the database knows), runs, or project (backfill/strategy.py)
+    #: --strategy: auto (per project, from what the database knows), runs, or project (backfill/domain/strategy.py)
     strategy: str = "auto"
 
     def __post_init__(self) -> None:

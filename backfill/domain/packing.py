@@ -1,12 +1,11 @@
 """Which runs share a request: packed by the records their ``feedback_stats`` promise.
 
 A request names at most ``max_ids`` runs and a page holds at most 100 records, so a window
-needs at least ``lower_bound(runs, records)`` requests. Cutting the walk into fixed batches
-of 100 runs cost a second page whenever a batch's runs held more than 100 records (with 1.17
-records per run, most batches): 1.66x the bound. Here the next request takes runs in walk
+needs at least ``lower_bound(runs, records)`` requests. Fixed batches of 100 runs would cost
+a second page whenever a batch's runs held more than 100 records. Here the next request takes runs in walk
 order while the records they promise fit ``budget``; runs that promise nothing ride along in
 any request with room for their id (a verdict entered after the extractor fetched them is
-still found). Stale or missing stats cost nothing in correctness: ``FeedbackSource.fetch``
+still found). Stale or missing stats cost nothing in correctness: ``langsmith.by_run.fetch``
 follows ``offset`` pages whenever a page comes back full.
 
 Pure functions, no I/O.
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 #: "more than promised" (and is followed by the next page), and a request whose promises are
 #: exact costs exactly one request, never a second, empty page.
 BUDGET = 99
-#: Runs per request (the API's limit; ``FeedbackSource.max_ids`` may be lower after a 414).
+#: Runs per request (the API's limit; ``Transport.max_ids`` may be lower after a 414).
 MAX_IDS = 100
 #: Records per page (GET /feedback's largest ``limit``).
 PAGE = 100

@@ -1,6 +1,6 @@
 """The figures of `backfill status` as data: what each report is made of, and its alert levels.
 
-Measured by ``backfill.status`` (the queries), rendered by ``backfill.status_render``.
+Measured by ``backfill.archive.status`` (the queries), rendered by ``backfill.report``.
 """
 
 from __future__ import annotations

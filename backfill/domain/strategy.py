@@ -26,10 +26,11 @@ STRATEGIES = ("auto", "runs", "project")
 #: ``auto`` lists a project only when that is expected to take at most this share of the
 #: requests of asking run by run: the listing also brings the records of runs outside the
 #: window, which feedback_stats cannot count, and its staging writes; a dense archive (a
-#: record per run) gains nothing from it. The trace-shaped archive of issue 17 (0.22 records
-#: per run) expects about 0.25 of the requests; the demo's (0.4 per run), about 0.45.
+#: record per run) gains nothing from it. A trace-shaped archive where reviewers judge the
+#: root run (0.22 records per run) expects about 0.25 of the requests; the demo's (0.4 per
+#: run), about 0.45.
 AUTO_RATIO = 1 / 3
-#: Requests a listing spends besides its pages: the sampled check (``stage.SAMPLE_RUNS`` of
+#: Requests a listing spends besides its pages: the sampled check (``runner.listing.SAMPLE_RUNS`` of
 #: each kind: up to two requests) and the last, partly filled page of each slice.
 CHECK_REQUESTS = 2
 
@@ -72,7 +73,7 @@ class Choice:
 
 
 def runs_requests(f: ProjectFigures) -> int:
-    """The runs strategy's cost: ``pack``'s lower bound for the pending rows and their promises."""
+    """The runs strategy's cost: ``packing``'s lower bound for the pending rows and their promises."""
     return max(-(-f.pending // MAX_IDS), -(-f.promised_pending // BUDGET))
 
 
@@ -95,7 +96,7 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
     ratio = f"{'at least ' if f.at_least else ''}{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
     if f.promised == 0:
         # stats promising nothing say nothing of the feedback there is (an archive extracted
-        # without feedback_stats looks the same): asked run by run, as before listing existed
+        # without feedback_stats looks the same): asked run by run
         return Choice(f.project, "runs", runs, runs, f"{ratio}: nothing to plan a listing by", n)
     if listed <= AUTO_RATIO * runs:
         return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}", n)

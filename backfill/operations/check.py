@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from backfill.archive import gateway as db
-from backfill.archive import reader as walk
+from backfill.archive import reader
 from backfill.archive.status import AT_RISK_AGE_DAYS, status
 from backfill.config import Database, LangSmith, Window
 from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
@@ -321,7 +321,7 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     gw = db.connect(database)
     try:
         # what `backfill run` will visit (its progress bar's total), a day at a time
-        pending = walk.count_pending(gw, options, read=partial(_read, gw))
+        pending = reader.count_pending(gw, options, read=partial(_read, gw))
         stored = _read(gw, "check_stored_size", where)[0]
         lacking = _read(gw, "check_pending_size", where)[0]
     finally:

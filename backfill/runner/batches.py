@@ -32,7 +32,7 @@ class Packer:
 
 
 def packed(walk: Iterable[list[Row]], packer: Packer) -> Iterator[list[Row]]:
-    """The walk's rows regrouped by ``pack``: a request is sent once it is closed (the next run
+    """The walk's rows regrouped by ``packing.pack``: a request is sent once it is closed (the next run
     promising records did not fit, or it names its most ids); the last, open one waits for the
     walk's next rows. At most one request's rows are held over between reads."""
     held: list[Row] = []

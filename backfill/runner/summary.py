@@ -63,7 +63,7 @@ class RunSummary:
 
     @property
     def lower_bound(self) -> int:
-        """The fewest requests that could have fetched what this invocation fetched (``pack.lower_bound``)."""
+        """The fewest requests that could have fetched what this invocation fetched (``packing.lower_bound``)."""
         return lower_bound(self.runs_fetched, self.records_fetched)
 
     @property
