@@ -43,6 +43,11 @@ class LeaseLost(AlreadyRunning):
     flight (nothing of it was written); run the command again once the other one is done."""
 
 
+class MissingPrivileges(BackfillError):
+    """This role lacks privileges `backfill run` needs: `backfill check` lists them, `backfill db grants ROLE`
+    grants them; stopped before anything was written."""
+
+
 class NeedsOwner(BackfillError):
     """This command needs the owner of the backfill tables."""
 
@@ -58,6 +63,12 @@ class Interrupted(BackfillError):
 
 class ApiAuthError(BackfillError):
     """LangSmith refused the API key (401/403): check LANGSMITH_API_KEY and LANGSMITH_WORKSPACE_ID."""
+
+
+class NotLangSmith(BackfillError):
+    """LANGSMITH_ENDPOINT is not the LangSmith API (a 404/405, a redirect or a page that is not JSON where
+    GET /feedback answers JSON): set it to the API's URL, not the web app's; stopped, nothing of the current
+    batch was marked."""
 
 
 class ApiUnavailable(BackfillError):

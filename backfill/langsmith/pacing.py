@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backfill.errors import Interrupted
@@ -34,16 +35,26 @@ class Pacer:
     _last: float | None = None
     interval_s: float = -1.0
     _good: int = 0
+    #: called while sleeping, at least as often as it asks (its return: seconds until it wants the
+    #: next call): the waiting lines (``waits.Waits.tick``)
+    tick: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         if self.interval_s < 0:
             self.interval_s = self.delay_s
 
     def sleep(self, seconds: float) -> None:
-        if seconds > 0 and self.stop.wait(seconds):
-            raise Interrupted()
-        if self.stop.is_set():
-            raise Interrupted()
+        """Sleep ``seconds``, in slices that end when ``tick`` asks; ``Interrupted`` once ``stop`` is set."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            step = left if self.tick is None else min(left, self.tick())
+            if step > 0 and self.stop.wait(step):
+                raise Interrupted()
+            if self.stop.is_set():
+                raise Interrupted()
+            if step >= left:
+                return
 
     def wait_turn(self) -> None:
         if self._last is not None:

@@ -25,6 +25,9 @@ What a failed request means, and what it costs:
 * other 4xx, a malformed body (after ``max_retries``): this request is refused; split.
 * 414/431: ``UrlTooLong``; the caller asks fewer ids per request from then on.
 * 401/403: ``ApiAuthError``, everything stops.
+* 404/405, a redirect (never followed: it would take the key elsewhere), a body declared
+  other than JSON (an HTML page): ``NotLangSmith``, everything stops. The address is not the
+  API, every request gets the same, and no run is the cause, so none is written off for it.
 
 ``healthy()`` is the outage test: a probe naming only a run known to be fine (one the API
 answered in this invocation; before any, a random UUID, which names no run's data). If
@@ -33,6 +36,9 @@ is an outage: probes, one per step, back off exponentially with jitter up to 60 
 at most ``outage_wait_s``; then ``ApiUnavailable`` (exit 1). An outage marks no row and
 spends no attempt. Anything that is not a network, HTTP or JSON failure (a bug) is not
 classified: it propagates.
+
+While it waits out a 429 or an outage, the transport says so at least every
+``waits.WAIT_LINE_S`` (``waits.Waits``): what it waits for, since when, until when.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +59,11 @@ from urllib3.util.retry import Retry
 from backfill.config import LangSmith
 from backfill.domain.packing import MAX_IDS
 from backfill.domain.rows import Tally
-from backfill.errors import ApiAuthError, ApiUnavailable, Interrupted
-from backfill.langsmith.classify import NotAnArray, classify, response_in_chain
+from backfill.domain.units import duration
+from backfill.errors import ApiAuthError, ApiUnavailable, Interrupted, NotLangSmith
+from backfill.langsmith.classify import NotAnArray, classify, not_the_api, response_in_chain
 from backfill.langsmith.pacing import Pacer
+from backfill.langsmith.waits import Waits
 
 #: How often a request on the wire looks whether a second signal abandoned it.
 ABANDON_POLL_S = 0.05
@@ -127,7 +136,8 @@ class Transport:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.pacer = Pacer(self.delay_ms / 1000, self.stop)
+        self.waits = Waits()
+        self.pacer = Pacer(self.delay_ms / 1000, self.stop, tick=self.waits.tick)
         self._limited_s = 0.0  # waited on the current streak of 429s
         self._limited_n = 0
         self._episode_s = 0.0  # waited on the current streak of failures (reset by a success)
@@ -165,7 +175,7 @@ class Transport:
                     wait = f.retry_after if f.retry_after is not None else backoff(self.backoff_s, unavailable)
                     # retries count against --outage-wait too: past it, the probe decides at once
                     if unavailable < self.max_retries and self._episode_s + wait <= self.outage_wait_s:
-                        self._wait_outage(wait, tally)
+                        self._wait_outage(wait, f.detail, tally)
                         continue
                     if not self.answered:
                         # nothing has ever answered: a wrong endpoint or no route to it, which
@@ -209,7 +219,7 @@ class Transport:
             wait = backoff(self.backoff_s, self._episode_n)
             if self._episode_s + wait > self.outage_wait_s:
                 raise self._unavailable(detail, waited=True)
-            self._wait_outage(wait, tally)
+            self._wait_outage(wait, detail, tally)
 
     def _attempt(self, params: dict[str, Any], tally: Tally, path: str = "/feedback") -> list[Any]:
         """One paced request: the JSON array, or ``_Failed``; auth failures stop everything."""
@@ -218,14 +228,18 @@ class Transport:
         tally.requests += 1
         try:
             try:
-                response = abandonable_get(self.client, params, path, self.abandon)
+                response = abandonable_get(self.client, params, path, self.abandon, self.waits.tick)
             finally:
                 self.pacer.finished()
             self.answered = True
+            why = not_the_api(response)
+            if why is not None:
+                tally.errors += 1
+                raise self.not_the_api(path, why)
             body = response.json()
             if not isinstance(body, list):
                 raise NotAnArray("not a JSON array")
-        except Interrupted:  # a second signal abandoned the request on the wire
+        except (Interrupted, NotLangSmith):  # a second signal abandoned the request on the wire; not the API
             raise
         except Exception as exc:
             kind, detail, retry_after = classify(exc)  # re-raises what is not ours to classify
@@ -238,12 +252,23 @@ class Transport:
                     f"LangSmith refused the API key ({detail}): check LANGSMITH_API_KEY"
                     " and LANGSMITH_WORKSPACE_ID; no row was marked"
                 ) from None
+            if kind == "not_api":
+                raise self.not_the_api(path, detail) from None
             raise _Failed(kind, detail, retry_after) from None
         self.last_success = self.sent
         self._episode_s, self._episode_n = 0.0, 0
         self._limited_s, self._limited_n = 0.0, 0
         self.pacer.succeeded()
+        self.waits.over()
         return body
+
+    def not_the_api(self, path: str, why: str) -> NotLangSmith:
+        """The error that stops everything: the endpoint answered ``why`` to GET ``path``."""
+        tail = "no row was marked" if self.last_success == 0 else "stopped, nothing of the current batch was marked"
+        return NotLangSmith(
+            f"LANGSMITH_ENDPOINT {self.settings.endpoint} is not the LangSmith API: GET {path} {why}; set it to"
+            f" the API's URL (such as https://api.smith.langchain.com), not the web app's; {tail}"
+        )
 
     def _rate_limited(self, f: _Failed, tally: Tally) -> None:
         """Wait out a 429: Retry-After, else a default doubling from ``rate_limit_first_s``."""
@@ -259,10 +284,24 @@ class Transport:
                 " current batch was marked"
             )
         self.pacer.widen()
+        self.waits.begin(
+            "rate_limit",
+            "LangSmith's rate limit (HTTP 429)",
+            wait,
+            f"stops after {duration(budget)} of 429s",
+        )
         self._limited_s += wait
         tally.rate_limit_wait_s += self._timed_sleep(wait)
 
-    def _wait_outage(self, seconds: float, tally: Tally) -> None:
+    def _wait_outage(self, seconds: float, detail: str, tally: Tally) -> None:
+        n = self._episode_n
+        self.waits.begin(
+            "outage",
+            f"LangSmith at {self.settings.endpoint} to answer ({detail}, {n} failed request{'s' if n != 1 else ''}"
+            " in a row)",
+            seconds,
+            f"stops after --outage-wait {duration(self.outage_wait_s)} of waiting",
+        )
         self._episode_s += seconds
         tally.outage_wait_s += self._timed_sleep(seconds)
 
@@ -292,19 +331,29 @@ def backoff(base_s: float, failures: int) -> float:
     return min(OUTAGE_CAP_S, base_s * 2 ** (max(1, failures) - 1)) * random.uniform(0.5, 1.0)
 
 
-def abandonable_get(client: Client, params: dict[str, Any], path: str, abandon: threading.Event) -> Response:
-    """One GET through the client (its auth and workspace headers, its session).
+def abandonable_get(
+    client: Client,
+    params: dict[str, Any],
+    path: str,
+    abandon: threading.Event,
+    tick: Callable[[], float] | None = None,
+) -> Response:
+    """One GET through the client (its auth and workspace headers, its session), redirects not
+    followed (a redirect would send the key elsewhere; ``not_the_api`` judges it).
 
     The request runs in a daemon thread while this one watches ``abandon``: a second signal
     gives the request up at once (``Interrupted``), at this known point rather than from
-    inside the socket code; the thread's late answer is dropped.
+    inside the socket code; the thread's late answer is dropped. ``tick`` is called meanwhile
+    (the waiting lines go on while a request of an outage is on the wire).
     """
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def call() -> None:
         try:
-            box["response"] = client.request_with_retries("GET", path, params=params, stop_after_attempt=1)
+            box["response"] = client.request_with_retries(
+                "GET", path, params=params, stop_after_attempt=1, allow_redirects=False
+            )
         except BaseException as exc:  # handed to the caller's thread as it is
             box["error"] = exc
         finally:
@@ -314,6 +363,8 @@ def abandonable_get(client: Client, params: dict[str, Any], path: str, abandon: 
     while not done.wait(ABANDON_POLL_S):
         if abandon.is_set():
             raise Interrupted("interrupted again: the batch in flight was abandoned")
+        if tick is not None:
+            tick()
     if "error" in box:
         raise box["error"]
     response: Response = box["response"]

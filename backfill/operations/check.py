@@ -2,6 +2,9 @@
 
 One item per question, each OK, WARN or FAIL:
 
+The questions `backfill run` asks too before its first write (database, schema, the
+privileges of `run`, key, endpoint, workspace) are ``runner.preflight``'s:
+
 * **database**: reachable, and as whom;
 * **schema**: our tables at the package's head revision (``feedback_backfill_alembic_version``);
   **app schema**: the app's own ``alembic_version`` holds none of our revisions;
@@ -19,9 +22,7 @@ back; the API probe is GET /feedback only. Exit code: 0 without FAIL, 1 with any
 
 from __future__ import annotations
 
-import json
 import math
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -29,19 +30,16 @@ from typing import Any
 import psycopg
 
 from backfill.archive import gateway as db
-from backfill.archive import reader
+from backfill.archive import reader, revisions
 from backfill.archive.status import AT_RISK_AGE_DAYS, status
 from backfill.config import Database, LangSmith, Window
 from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
 from backfill.domain.options import RunOptions
-from backfill.domain.records import canonical_run_id
 from backfill.domain.rows import Tally
 from backfill.domain.units import duration
-from backfill.domain.workspace import PROBE_RUNS, wrong_workspace
-from backfill.errors import ApiAuthError, BackfillError
-from backfill.langsmith import by_run
-from backfill.langsmith.transport import BatchFailed, Transport, UrlTooLong
-from backfill.operations import migrate
+from backfill.errors import ApiAuthError, BackfillError, NotLangSmith
+from backfill.langsmith.transport import Transport
+from backfill.runner import preflight
 
 
 def check(
@@ -83,64 +81,21 @@ def check(
     return report
 
 
-def _read(gw: db.Gateway, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One named query in its own read-only transaction."""
-    gw.execute("check_read_only")
-    try:
-        return gw.execute(name, params)
-    finally:
-        gw.rollback()
+_read = preflight.read_only
 
 
 def _database(gw: db.Gateway, report: CheckReport, options: RunOptions) -> tuple[bool, list[str]]:
     """Reachability, the schemas, the privileges; returns (migrated, the probe's run ids)."""
-    server = _read(gw, "check_server")[0]
-    info = gw.conn.info
-    report.add(
-        "database",
-        OK,
-        f"reachable: PostgreSQL {server['server_version'].split()[0]}, role {server['role']},"
-        f" database {server['dbname']} on {info.host}:{info.port}",
-        role=server["role"],
-        server_version=server["server_version"],
-    )
-    head = migrate.head()
-    ours = [r["version_num"] for r in _read(gw, "check_our_version")] if server["ours_readable"] else []
-    migrated = bool(_read(gw, "check_schema")[0]["migrated"])
-    if migrated and server["ours_table"] and not server["ours_readable"]:
-        report.add(
-            "schema",
-            WARN,
-            f"our tables exist; role {server['role']} may not read feedback_backfill_alembic_version to confirm"
-            f" the revision is {head} (run the check as the owner to confirm)",
-        )
-    elif ours == [head] and migrated:
-        report.add("schema", OK, f"ours at {head} (head), in feedback_backfill_alembic_version", revision=head)
-    elif not ours or not migrated:
-        report.add(
-            "schema",
-            FAIL,
-            "our tables are missing: run `backfill db upgrade` (straight to the server, not through a pooler)",
-            revision=ours[0] if ours else None,
-        )
-    else:
-        report.add(
-            "schema", FAIL, f"ours at {', '.join(ours)}, the package's head is {head}: run `backfill db upgrade`"
-        )
+    server = preflight.server(gw, report)
+    migrated = preflight.schema(gw, report, server)
     if server["app_table"] and not server["app_readable"]:
         report.add("app schema", WARN, f"role {server['role']} may not read the app's alembic_version: not checked")
     else:
         _app_version(gw, report, bool(server["app_table"]))
-    _privileges(report, _read(gw, "check_privileges")[0])
+    preflight.privileges(report, _read(gw, "check_privileges")[0])
     if not migrated:
         return False, []
-    w = options.window
-    rows = _read(
-        gw,
-        "workspace_probe_runs",
-        {"since": w.since, "until": w.until, "projects": list(w.projects) or None, "n": PROBE_RUNS},
-    )
-    return True, [r["run_id"] for r in rows if canonical_run_id(r["run_id"]) is not None]
+    return True, preflight.probe_runs(gw, options.window)
 
 
 def _app_version(gw: db.Gateway, report: CheckReport, exists: bool) -> None:
@@ -164,25 +119,7 @@ def _app_version(gw: db.Gateway, report: CheckReport, exists: bool) -> None:
 
 def migrate_revisions() -> list[str]:
     """Every revision id of the package (fb0001 ...)."""
-    from alembic.script import ScriptDirectory
-
-    return [s.revision for s in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()]
-
-
-def _privileges(report: CheckReport, got: dict[str, Any]) -> None:
-    for command, needs in NEEDS.items():
-        missing = [what for column, what in needs if not got[column]]
-        if not missing:
-            report.add(f"can {command}", OK, f"role {got['role']} has what `backfill {command}` needs")
-            continue
-        level = FAIL if command in FAIL_WITHOUT else WARN
-        note = "" if level == FAIL else " (the owner's command by design: sql/grants.sql grants the runner less)"
-        report.add(
-            f"can {command}",
-            level,
-            f"role {got['role']} lacks {', '.join(missing)} for `backfill {command}`{note}",
-            missing=missing,
-        )
+    return revisions.revisions()
 
 
 def _pooler(database: Database, report: CheckReport) -> None:
@@ -267,8 +204,7 @@ def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str]
         rate_limit_budget_s=1.0,
     )
     try:
-        asked = probe or [str(uuid.uuid4())]
-        got = by_run.fetch(source, asked, Tally())
+        found = preflight.probe_api(source, probe, Tally())
     except ApiAuthError:
         report.add(
             "api",
@@ -277,7 +213,10 @@ def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str]
             " and LANGSMITH_WORKSPACE_ID",
         )
         return []
-    except (BackfillError, BatchFailed, UrlTooLong) as exc:
+    except NotLangSmith as exc:
+        report.add("api", FAIL, str(exc).split("; no row was marked")[0])
+        return []
+    except BackfillError as exc:
         report.add("api", FAIL, f"LangSmith at {settings.endpoint} does not answer: {exc}")
         return []
     finally:
@@ -290,29 +229,36 @@ def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str]
             " window promises records (feedback_stats)",
         )
         return []
-    silent = [rid for rid in probe if not got.get(rid)]
-    records = sum(len(got.get(rid) or []) for rid in probe)
-    if wrong_workspace(len(silent), len(probe)):
+    if not found.answered:
+        report.add(
+            "api",
+            WARN,
+            f"{key_name(settings)} accepted at {settings.endpoint}; the workspace cannot be confirmed: LangSmith"
+            f" refused each of the window's {len(probe)} newest runs promising records ({found.refused})",
+            probed=len(probe),
+        )
+        return []
+    if found.wrong_workspace:
         report.add(
             "api",
             FAIL,
-            f"{key_name(settings)}{ws} gets no feedback for {len(silent)} of the window's {len(probe)} newest runs"
-            " whose feedback_stats promise records: wrong workspace? Check LANGSMITH_API_KEY and"
+            f"{key_name(settings)}{ws} gets no feedback for {found.silent} of the window's {found.answered} newest"
+            " runs whose feedback_stats promise records: wrong workspace? Check LANGSMITH_API_KEY and"
             " LANGSMITH_WORKSPACE_ID",
             probed=len(probe),
-            silent=len(silent),
+            silent=found.silent,
         )
         return []
     report.add(
         "api",
         OK,
-        f"{key_name(settings)} accepted at {settings.endpoint}; workspace right: {len(probe) - len(silent)} of the"
-        f" window's {len(probe)} newest runs promising records got {records} record(s)",
+        f"{key_name(settings)} accepted at {settings.endpoint}; workspace right: {found.answered - found.silent} of"
+        f" the window's {found.answered} newest runs promising records got {found.records} record(s)",
         probed=len(probe),
-        silent=len(silent),
-        records=records,
+        silent=found.silent,
+        records=found.records,
     )
-    return [len(json.dumps(got[rid]).encode()) for rid in probe if got.get(rid)]
+    return found.sizes
 
 
 def _estimates(database: Database, report: CheckReport, options: RunOptions, api_sizes: list[int]) -> None:

@@ -11,20 +11,18 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
+from backfill.archive.revisions import MIGRATIONS, head
 from backfill.config import Database
 from backfill.errors import DatabaseError, redact
 
-#: The revisions, wherever the package is installed (site-packages or a checkout).
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+__all__ = ["MIGRATIONS", "alembic_config", "current", "downgrade", "head", "history", "offline_sql", "upgrade"]
 LOG_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"  # alembic.ini's "generic" format
 
 
@@ -46,11 +44,6 @@ def log_to_stderr() -> None:
         handler._backfill = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-
-
-def head() -> str:
-    """The newest revision of the package."""
-    return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
 def upgrade(database: Database, revision: str = "head", *, log: bool = False) -> None:

@@ -40,6 +40,7 @@ from backfill.runner.guard import WorkspaceGuard
 from backfill.runner.listing import Lister
 from backfill.runner.pipeline import Fetched, Nothing, pipeline
 from backfill.runner.planning import plan
+from backfill.runner.preflight import Preflight
 from backfill.runner.project import run_project
 from backfill.runner.signals import Signals, handling
 from backfill.runner.summary import RunSummary
@@ -87,8 +88,10 @@ def run_with(
             return summary
         if langsmith is None:
             raise UsageError("LangSmith settings are required unless --dry-run")
+        checks = Preflight(options.window)
+        checks.database(gw)  # before the lease: a role that may not run may not take it either
         with holding(gw, "run --refetch" if options.refetch else "run") as lease:
-            Invocation(gw, lease, langsmith, options, summary, signals, err or sys.stderr).run()
+            Invocation(gw, lease, langsmith, options, summary, signals, err or sys.stderr, checks).run()
         return summary
     finally:
         summary.elapsed_s = time.monotonic() - started
@@ -139,7 +142,8 @@ class Invocation:
     """One invocation under the database's lease: its row, its transport, each project's strategy.
 
     The lease (AlreadyRunning if another command holds it) is renewed by a heartbeat through
-    any API wait and checked inside every write transaction.
+    any API wait and checked inside every write transaction. Before the first row is marked,
+    the pre-flight's API probe (``Preflight.api``: key, endpoint, workspace) must pass.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class Invocation:
         summary: RunSummary,
         signals: Signals,
         err: TextIO,
+        checks: Preflight,
     ) -> None:
         self.gw, self.lease, self.options, self.summary, self.signals, self.err = (
             gw,
@@ -160,6 +165,8 @@ class Invocation:
             signals,
             err,
         )
+        self.checks = checks  # its database part passed (``run_with``); its API part is ``_preflight``
+        self.uncounted = Tally()  # requests no batch was charged with and no row counts yet
         self.transport = Transport(
             langsmith,
             delay_ms=options.delay_ms,
@@ -189,6 +196,7 @@ class Invocation:
         total = self.summary.pending_at_start if o.limit is None else min(o.limit, self.summary.pending_at_start)
         self.bar = tqdm(total=total, disable=not o.progress, file=self.err, unit="row", dynamic_ncols=True)
         try:
+            self._preflight()
             self._strategies()
         except Interrupted:
             pass
@@ -208,6 +216,19 @@ class Invocation:
             self.summary.stopped = True
             self.summary.interrupted_by = self.signals.signum  # None: the caller's stop, no signal
         self._finish(self.summary.outcome, None)
+
+    def _preflight(self) -> None:
+        """Key, endpoint and workspace, asked before any row is marked (its requests are the run's)."""
+        tally = Tally()
+        try:
+            self.checks.api(self.gw, self.transport, tally)
+        except BaseException:
+            self.uncounted += tally  # on the invocation row when it is finished
+            raise
+        finally:
+            self.summary.spent(tally)
+        with self.gw.transaction():
+            ledger.count_api(self.gw, self.summary.invocation_id, tally)
 
     def _strategies(self) -> None:
         """The projects listed one after the other, then the others run by run.
@@ -283,6 +304,7 @@ class Invocation:
         s = self.summary
         s.strategy, s.requests_saved = used(self.choices, s.fallbacks, s.api_requests)
         leftover = Tally()
+        leftover += self.uncounted
         for sink in self.sinks:
             leftover += sink.leftover
         # The connection may be gone (that may be why we are here): then the invocation row

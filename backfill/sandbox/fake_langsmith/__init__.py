@@ -18,7 +18,8 @@ first 30 requests, 25 s of 500s; ``--rate-limit-window 20``, ``--ignore-offset``
 ``--max-ids 50``). ``--traces 2000`` holds a trace-shaped archive (backfill.sandbox.traces,
 with ``--runs-per-trace``, ``--projects``, ``--days``, ``--reviewed``, ``--until``, ``--seed``,
 ``--now``: the arguments the database's archive was built with) and lists it by project;
-``--listing-misses 7`` makes those listings silently drop every 7th record.
+``--listing-misses 7`` makes those listings silently drop every 7th record. ``--not-the-api
+404|html|login`` answers everything as a wrong address does (``not_the_api``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 
 from backfill.sandbox import traces
 from backfill.sandbox.fake_langsmith import __doc__ as package_doc
+from backfill.sandbox.fake_langsmith.faults import IMPOSTORS
 from backfill.sandbox.fake_langsmith.server import FakeLangSmith
 
 
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--listing-misses", type=int, metavar="K", help="project listings silently omit every K-th record"
     )
+    parser.add_argument(
+        "--not-the-api",
+        choices=IMPOSTORS,
+        help="answer everything as an address that is not the API: 404, the web app's HTML page, a login redirect",
+    )
     _trace_options(parser.add_argument_group("a trace-shaped archive (backfill.sandbox.traces), listed by project"))
     args = parser.parse_args(argv)
     done = threading.Event()
@@ -54,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         fake.ignore_offset()
     if args.max_ids is not None:
         fake.max_ids(args.max_ids)
+    if args.not_the_api is not None:
+        fake.not_the_api(args.not_the_api)
     fake.start()
     print(f"fake LangSmith listening on {fake.url}", flush=True)
     try:

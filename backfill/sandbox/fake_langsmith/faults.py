@@ -13,6 +13,9 @@ from typing import Any
 
 from backfill.sandbox.fake_langsmith.plumbing import canonical
 
+#: The modes of ``Faults.not_the_api``.
+IMPOSTORS = ("404", "html", "login")
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -64,6 +67,7 @@ class Faults:
         self._max_ids: tuple[int, int] | None = None
         self._windows: list[Window] = []
         self._listing_misses: int | None = None
+        self._impostor: str | None = None
         self._seen = 0  # /feedback requests received
 
     def set_feedback(self, run_id: str, records: list[dict[str, Any]]) -> None:
@@ -156,6 +160,15 @@ class Faults:
             raise ValueError("every must be at least 1")
         with self._lock:
             self._listing_misses = every
+
+    def not_the_api(self, mode: str | None) -> None:
+        """Answer every request, whatever its path, as an address that is not the API does:
+        ``"404"`` (a path typo: 404 Not Found), ``"html"`` (the web app: its HTML page, 200),
+        ``"login"`` (a proxy that wants a login: 302 to /login, an HTML page). None: the API again."""
+        if mode not in (None, *IMPOSTORS):
+            raise ValueError(f"mode must be one of {', '.join(IMPOSTORS)}")
+        with self._lock:
+            self._impostor = mode
 
     def _take(self) -> tuple[float, bool]:
         with self._lock:

@@ -33,6 +33,11 @@ class Answer(Exception):
         self.body = body if body is not None else json.dumps({"detail": detail})
 
 
+#: What an address that is not the API serves (``Faults.not_the_api``): the web app's page, a login page.
+APP_PAGE = b"<!doctype html><html><head><title>LangSmith</title></head><body><div id=root></div></body></html>"
+LOGIN_PAGE = b"<!doctype html><html><head><title>Sign in</title></head><body><form method=post></form></body></html>"
+
+
 class Reset(Exception):
     """Raised inside the handler to reset the connection instead of answering."""
 
@@ -94,9 +99,11 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
 
-    def send_body(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def send_body(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)

@@ -16,7 +16,17 @@ from urllib.parse import parse_qs, urlsplit
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith.faults import Faults
 from backfill.sandbox.fake_langsmith.listing import Catalog, Filters, parse_filters, session_json
-from backfill.sandbox.fake_langsmith.plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
+from backfill.sandbox.fake_langsmith.plumbing import (
+    APP_PAGE,
+    INFO,
+    LOGIN_PAGE,
+    Answer,
+    Handler,
+    Reset,
+    Server,
+    canonical,
+    int_param,
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,11 @@ class FakeLangSmith(Faults, Catalog):
         headers = {k.lower(): v for k, v in h.headers.items()}
         if self.latency_s > 0:
             self._stopping.wait(self.latency_s)
+        with self._lock:
+            impostor = self._impostor
+        if impostor is not None:
+            self._impostor_answer(h, impostor, parts.path, query, headers, received)
+            return
         extra: dict[str, str] = {}
         try:
             if path == "/feedback" and h.command == "GET":
@@ -184,6 +199,24 @@ class FakeLangSmith(Faults, Catalog):
             h.send_body(status, body.encode(), extra)
         except OSError:
             h.close_connection = True  # the client went away (e.g. its read timeout fired)
+
+    def _impostor_answer(
+        self, h: Handler, mode: str, path: str, query: dict[str, list[str]], headers: dict[str, str], received: float
+    ) -> None:
+        """What an address that is not the API answers (``Faults.not_the_api``), to any path."""
+        extra: dict[str, str] = {}
+        if mode == "404":
+            status, body, kind = 404, b'{"detail":"Not Found"}', "application/json"
+        elif mode == "html" or path == "/login":
+            status, body, kind = 200, LOGIN_PAGE if path == "/login" else APP_PAGE, "text/html; charset=utf-8"
+        else:
+            status, body, kind = 302, b"<html><body>Redirecting...</body></html>", "text/html"
+            extra["Location"] = "/login?next=" + path
+        self._log(h.command, path, query, headers, status, received)
+        try:
+            h.send_body(status, body, extra, kind)
+        except OSError:
+            h.close_connection = True
 
     def _matching(self, filters: Filters) -> list[dict[str, Any]]:
         """The answer's whole result set: the named runs' records in the order asked, or the
