@@ -59,7 +59,6 @@ from urllib3.util.retry import Retry
 from backfill.config import LangSmith
 from backfill.domain.packing import MAX_IDS
 from backfill.domain.rows import Tally
-from backfill.domain.units import duration
 from backfill.errors import ApiAuthError, ApiUnavailable, Interrupted, NotLangSmith
 from backfill.langsmith.classify import NotAnArray, classify, not_the_api, response_in_chain
 from backfill.langsmith.pacing import Pacer
@@ -264,11 +263,7 @@ class Transport:
 
     def not_the_api(self, path: str, why: str) -> NotLangSmith:
         """The error that stops everything: the endpoint answered ``why`` to GET ``path``."""
-        tail = "no row was marked" if self.last_success == 0 else "stopped, nothing of the current batch was marked"
-        return NotLangSmith(
-            f"LANGSMITH_ENDPOINT {self.settings.endpoint} is not the LangSmith API: GET {path} {why}; set it to"
-            f" the API's URL (such as https://api.smith.langchain.com), not the web app's; {tail}"
-        )
+        return not_langsmith(self.settings.endpoint, path, why, marked_before=self.last_success > 0)
 
     def _rate_limited(self, f: _Failed, tally: Tally) -> None:
         """Wait out a 429: Retry-After, else a default doubling from ``rate_limit_first_s``."""
@@ -284,24 +279,12 @@ class Transport:
                 " current batch was marked"
             )
         self.pacer.widen()
-        self.waits.begin(
-            "rate_limit",
-            "LangSmith's rate limit (HTTP 429)",
-            wait,
-            f"stops after {duration(budget)} of 429s",
-        )
+        self.waits.rate_limit(wait, budget)
         self._limited_s += wait
         tally.rate_limit_wait_s += self._timed_sleep(wait)
 
     def _wait_outage(self, seconds: float, detail: str, tally: Tally) -> None:
-        n = self._episode_n
-        self.waits.begin(
-            "outage",
-            f"LangSmith at {self.settings.endpoint} to answer ({detail}, {n} failed request{'s' if n != 1 else ''}"
-            " in a row)",
-            seconds,
-            f"stops after --outage-wait {duration(self.outage_wait_s)} of waiting",
-        )
+        self.waits.outage(self.settings.endpoint, detail, self._episode_n, seconds, self.outage_wait_s)
         self._episode_s += seconds
         tally.outage_wait_s += self._timed_sleep(seconds)
 
@@ -324,6 +307,15 @@ class Transport:
             f"LangSmith at {self.settings.endpoint} failed {n} time{'s' if n != 1 else ''} in a row ({detail}){tail};"
             " stopped, nothing of the current batch was marked"
         )
+
+
+def not_langsmith(endpoint: str, path: str, why: str, *, marked_before: bool) -> NotLangSmith:
+    """``NotLangSmith`` in one line: the URL, what it answered, what to do, what was marked."""
+    tail = "stopped, nothing of the current batch was marked" if marked_before else "no row was marked"
+    return NotLangSmith(
+        f"LANGSMITH_ENDPOINT {endpoint} is not the LangSmith API: GET {path} {why}; set it to the API's URL"
+        f" (such as https://api.smith.langchain.com), not the web app's; {tail}"
+    )
 
 
 def backoff(base_s: float, failures: int) -> float:

@@ -59,6 +59,22 @@ class Waits:
         self.episode.next_try = now + dt.timedelta(seconds=seconds)
         self.tick()
 
+    def rate_limit(self, seconds: float, budget_s: float) -> None:
+        """A wait of ``seconds`` for a 429 to lift; ``budget_s`` of them in a row end the command."""
+        self.begin(
+            "rate_limit", "LangSmith's rate limit (HTTP 429)", seconds, f"stops after {duration(budget_s)} of 429s"
+        )
+
+    def outage(self, endpoint: str, detail: str, failures: int, seconds: float, outage_wait_s: float) -> None:
+        """A wait of ``seconds`` after ``failures`` failed requests in a row (the last: ``detail``)."""
+        self.begin(
+            "outage",
+            f"LangSmith at {endpoint} to answer ({detail}, {failures} failed request{'s' if failures != 1 else ''}"
+            " in a row)",
+            seconds,
+            f"stops after --outage-wait {duration(outage_wait_s)} of waiting",
+        )
+
     def tick(self) -> float:
         """Print the line if one is due; the seconds until the next one (inf: nothing waited for)."""
         e = self.episode

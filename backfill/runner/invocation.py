@@ -218,7 +218,10 @@ class Invocation:
         self._finish(self.summary.outcome, None)
 
     def _preflight(self) -> None:
-        """Key, endpoint and workspace, asked before any row is marked (its requests are the run's)."""
+        """Key, endpoint and workspace, asked before any row is marked (its requests are the run's);
+        with nothing pending nothing can be marked, and a run asks the API nothing."""
+        if not self.summary.pending_at_start:
+            return
         tally = Tally()
         try:
             self.checks.api(self.gw, self.transport, tally)
