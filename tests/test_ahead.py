@@ -24,11 +24,13 @@ from .helpers import expected_records, rows, seed, status
 KEY = "lsv2_test_key_0123456789"
 #: The watchdog releases the lock after this long: then request 2 never came while batch 1 was held.
 WATCHDOG_S = 30.0
+#: Requests before batch 1's: the run's pre-flight probe (runner.preflight).
+PROBE = 1
 
 
 class HoldFirstWrite:
-    """The fake's data source: request 1 takes a SHARE lock on the checkpoint table (batch 1's
-    write will wait on it); request 2 looks whether batch 1 is committed, then releases the lock."""
+    """The fake's data source: batch 1's request takes a SHARE lock on the checkpoint table (batch
+    1's write will wait on it); batch 2's looks whether batch 1 is committed, then releases the lock."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -43,11 +45,11 @@ class HoldFirstWrite:
         assert self.fake is not None
         with self.lock:
             answered = len(self.fake.feedback_requests())
-            if answered == 0 and self.blocker is None:
+            if answered == PROBE and self.blocker is None:
                 self.blocker = psycopg.connect(self.dsn)
                 self.blocker.execute("LOCK TABLE feedback_backfill_status IN SHARE MODE")
                 self.watchdog.start()
-            elif answered == 1 and self.checkpointed_when_request_2_arrived is None:
+            elif answered == PROBE + 1 and self.checkpointed_when_request_2_arrived is None:
                 self.checkpointed_when_request_2_arrived = len(status(self.dsn))
                 self.release()
         return synthetic.feedback_for_run(run_id)
@@ -80,7 +82,7 @@ def test_the_next_request_is_on_the_wire_while_the_batch_before_it_is_written(ds
         assert not source.released_by_watchdog, "request 2 was not sent while batch 1's write was held"
         assert source.checkpointed_when_request_2_arrived == 0  # batch 1 was fetched, not yet written
         assert summary.exit_code == 0 and summary.examined == 30
-        assert len(fake.feedback_requests()) == 3 == summary.api_requests
+        assert len(fake.feedback_requests()) == PROBE + 3 == summary.api_requests
     stored = rows(dsn)
     assert all(stored[r].get("feedback_records") == (expected_records(r) or None) for r in ids)
     assert len(status(dsn)) == 30

@@ -97,7 +97,7 @@ def test_run_prints_a_summary_and_never_the_key(cli, dsn):
     assert result.exit_code == 0, result.stderr
     err = result.stderr
     assert "examined 12 row(s) of 12 pending" in err
-    assert "  API requests 1 (0 failed)" in err
+    assert "  API requests 2 (0 failed)" in err  # the pre-flight probe, then the one batch
     assert KEY not in result.output + err
     assert len(status(dsn)) == len(ids)
 

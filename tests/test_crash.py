@@ -34,6 +34,8 @@ BATCH = 5
 HOLD_S = 15.0
 #: The lease of the kill -9 test's runs: a killed run's lease blocks the next run this long.
 LEASE_S = 2.0
+#: Requests of a run before its first batch's: the pre-flight probe (runner.preflight).
+PROBE = 1
 
 
 class Gate:
@@ -192,12 +194,12 @@ def test_kill_9_between_fetch_and_commit_then_resume_equals_an_uninterrupted_run
     kinds = []
     for i in range(10):
         left = (150 - len(status(dsn))) // BATCH
-        n = rng.randint(1, min(4, left))  # the n-th request of this process; n - 1 batches commit before it
+        n = rng.randint(1, min(4, left))  # the n-th batch of this process; n - 1 batches commit before it
         kind = rng.choice([kill_on_the_wire, kill_in_the_write])
-        answered = len(fake.feedback_requests())
+        answered = len(fake.feedback_requests()) + PROBE  # the probe's runs are not committed: left out
         gate.arm(answered + n - 1)
         proc = start(dsn, fake, lease_s=LEASE_S)
-        wait_for(gate.held.is_set, 60, f"request {n} of killed run {i} to reach the fake")
+        wait_for(gate.held.is_set, 60, f"batch {n} of killed run {i} to reach the fake")
         committed |= set().union(*asked(fake, answered))
         # the batches before it: fetched and committed, whole (the last one is written while
         # request n is on the wire: fetch ahead)
@@ -237,20 +239,20 @@ def test_signal_stops_after_the_current_batch_and_resume_completes(dsn, fake, si
 
 def test_a_second_sigterm_abandons_the_batch_in_flight(dsn, fake, gate):
     seed(dsn, 200)
-    gate.arm(2)  # hold the third request: two batches committed, the third on the wire
+    gate.arm(PROBE + 2)  # hold the third batch's request: two batches committed, the third on the wire
     proc = start(dsn, fake)
-    wait_for(gate.held.is_set, 60, "the third GET /feedback to reach the fake")
+    wait_for(gate.held.is_set, 60, "the third batch's GET /feedback to reach the fake")
     # the second batch is written while the third request is on the wire (fetch ahead)
     wait_for(lambda: len(status(dsn)) == 2 * BATCH, 30, "the second batch to commit")
     committed = raw_rows(dsn), status(dsn)
-    assert checkpointed(dsn) == set().union(*asked(fake))
+    assert checkpointed(dsn) == set().union(*asked(fake, PROBE))
     proc.send_signal(signal.SIGTERM)
     # two SIGTERMs pending at once would be one: send the second once the first was delivered
     wait_for(lambda: not signal_pending(proc.pid, signal.SIGTERM), 10, "the first SIGTERM to be delivered")
     proc.send_signal(signal.SIGTERM)
     # the answer comes after HOLD_S at the latest: a process that waits for it writes the batch
     _, err = proc.communicate(timeout=HOLD_S + 30)
-    assert len(fake.feedback_requests()) == 2, "the process waited for the answer of the batch in flight"
+    assert len(fake.feedback_requests()) == PROBE + 2, "the process waited for the answer of the batch in flight"
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert (raw_rows(dsn), status(dsn)) == committed  # nothing of the batch in flight was written

@@ -168,6 +168,19 @@ def arrivals(fake: FakeLangSmith) -> list[RequestLog]:
     return sorted(fake.feedback_requests(), key=lambda r: r.at)
 
 
+#: A run's first request is its pre-flight probe (runner.preflight: the window's newest runs whose
+#: feedback_stats promise records). A test of what a batch's request meets lets it through
+#: (``fake.pass_next(PROBE)``) and reads the batches' requests after it.
+PROBE = 1
+
+
+def batch_arrivals(fake: FakeLangSmith) -> list[RequestLog]:
+    """The GET /feedback requests after the pre-flight probe, in the order they arrived."""
+    got = arrivals(fake)
+    assert len(got[0].query["run"]) <= 5 and got[0].status == 200  # the probe
+    return got[PROBE:]
+
+
 def tripwire(run_id: str, action: Callable[[], None]) -> Callable[[str], list[dict[str, Any]]]:
     """A data source for the fake that calls ``action`` (in the fake's handler thread, while
     the backfill waits for the answer) the first time ``run_id`` is asked for."""
@@ -188,13 +201,14 @@ def tripwire(run_id: str, action: Callable[[], None]) -> Callable[[str], list[di
 def test_429_without_retry_after_backs_off_and_completes(dsn, fake, times):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.fail_next(429, times=times)
     # the default first wait is 10 s (tests/test_faults.py's 20 s window uses it); 0.05 s here
     summary = go(dsn, fake, rate_limit_first_s=0.05)
     assert summary.exit_code == 0
-    got = arrivals(fake)
+    got = batch_arrivals(fake)
     assert [r.status for r in got] == [429] * times + [200]
-    assert summary.api_errors == times and summary.api_requests == times + 1
+    assert summary.api_errors == times and summary.api_requests == PROBE + times + 1
     # the wait doubles with each 429 in a row, and is counted as time spent on rate limits
     gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
     assert all(gap >= 0.05 * 2**i for i, gap in enumerate(gaps)), gaps
@@ -224,9 +238,10 @@ def test_429_retry_after_is_honoured(dsn, fake, form):
         fake.fail_next(429, retry_after=email.utils.formatdate(wall, usegmt=True))
         not_before = wall
     offset = time.time() - time.monotonic()
+    fake.pass_next(PROBE)
     summary = go(dsn, fake)
     assert summary.exit_code == 0
-    refused, retry = arrivals(fake)
+    refused, retry = batch_arrivals(fake)
     assert (refused.status, retry.status) == (429, 200)
     if not_before is None:
         assert retry.at - refused.at >= 1.0
@@ -239,20 +254,22 @@ def test_429_retry_after_is_honoured(dsn, fake, form):
 def test_gateway_errors_are_retried_with_backoff(dsn, fake, code):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.fail_next(code, times=4)  # max_retries is 5: the fifth attempt succeeds
     summary = go(dsn, fake)
     assert summary.exit_code == 0
-    assert [r.status for r in arrivals(fake)] == [code] * 4 + [200]
+    assert [r.status for r in batch_arrivals(fake)] == [code] * 4 + [200]
     assert_exact(dsn, fake, before)
 
 
 def test_a_500_splits_the_batch_at_once_and_a_success_proves_the_api_healthy(dsn, fake):
     ids = seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.fail_next(500, times=2)  # the batch, then its first half
     summary = go(dsn, fake)
     assert summary.exit_code == 0 and summary.failed == {}
-    got = arrivals(fake)
+    got = batch_arrivals(fake)
     # both halves are asked before either is split further: the second half's success shows
     # the API works, so the first half is split (it was a passing 500: nothing is lost)
     assert [r.status for r in got] == [500, 500, 200, 200, 200]
@@ -338,8 +355,10 @@ def test_an_outage_of_503s_from_the_start_is_waited_out(dsn, fake):
     summary = go(dsn, fake)
     assert summary.exit_code == 0 and summary.failed == {}
     got = arrivals(fake)
-    assert [r.status for r in got] == [503] * 12 + [200, 200]  # the last probe, then the batch
-    # 5 attempts of the batch, then probes naming one random run id (no run known good yet)
+    # the last outage probe, the pre-flight probe asked again, then the batch
+    assert [r.status for r in got] == [503] * 12 + [200, 200, 200]
+    # 5 attempts of the run's first request (its pre-flight probe), then outage probes naming
+    # one random run id (no run known good yet)
     assert all(len(r.query["run"]) == 1 and r.query["limit"] == ["1"] for r in got[5:13])
     assert summary.outage_wait_s > 0
     assert_exact(dsn, fake, before)
@@ -418,7 +437,7 @@ def test_414_above_50_ids_lowers_the_ids_per_request(dsn, fake):
     fake.max_ids(50)
     summary = go(dsn, fake)  # --batch-size 100
     assert summary.exit_code == 0 and summary.failed == {}
-    got = arrivals(fake)
+    got = batch_arrivals(fake)  # the pre-flight probe names 5 runs
     assert [r.status for r in got].count(414) == 1  # once: the ids per request stay at 50
     assert got[0].status == 414 and len(got[0].query["run"]) == 100
     assert all(len(r.query["run"]) <= 50 for r in got[1:])
@@ -484,21 +503,23 @@ def ids_in_walk_order(dsn: str) -> list[str]:
 def test_read_timeouts_are_retried(dsn, fake):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.stall_next(5.0, times=2)  # the stalled answers are abandoned after timeout_s
     started = time.monotonic()
     summary = go(dsn, fake, timeout_s=0.3)
     assert time.monotonic() - started < 4.0
-    assert summary.exit_code == 0 and summary.api_errors == 2 and summary.api_requests == 3
+    assert summary.exit_code == 0 and summary.api_errors == 2 and summary.api_requests == PROBE + 3
     assert_exact(dsn, fake, before)
 
 
 def test_connection_resets_are_retried(dsn, fake):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.reset_next(2)
     summary = go(dsn, fake)
     assert summary.exit_code == 0 and summary.api_errors == 2
-    assert [r.status for r in arrivals(fake)] == [None, None, 200]
+    assert [r.status for r in batch_arrivals(fake)] == [None, None, 200]
     assert_exact(dsn, fake, before)
 
 
@@ -514,15 +535,17 @@ def test_connection_resets_are_retried(dsn, fake):
 def test_a_malformed_answer_is_retried(dsn, fake, fault):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fault(fake)
     summary = go(dsn, fake)
-    assert summary.exit_code == 0 and summary.api_errors == 1 and summary.api_requests == 2
+    assert summary.exit_code == 0 and summary.api_errors == 1 and summary.api_requests == PROBE + 2
     assert_exact(dsn, fake, before)
 
 
 def test_malformed_answers_every_time_split_the_batch_and_lose_nothing(dsn, fake):
     seed(dsn, 30, days=1)
     before = raw_rows(dsn)
+    fake.pass_next(PROBE)
     fake.truncate_next(5)  # max_retries malformed answers: the request is refused as a whole
     summary = go(dsn, fake)
     assert summary.exit_code == 0 and summary.api_errors == 5
@@ -552,7 +575,8 @@ def test_a_page_of_exactly_limit_records_is_followed_by_an_empty_page(dsn, fake)
     summary = go(dsn, fake)
     assert summary.exit_code == 0 and summary.records == 100
     got = arrivals(fake)
-    assert [(r.query["run"], r.query["offset"], r.query["limit"]) for r in got] == [
+    # the pre-flight probe asks the window's newest promising run (this one) and pages as the batch does
+    assert [(r.query["run"], r.query["offset"], r.query["limit"]) for r in got] == 2 * [
         ([run_id], ["0"], ["100"]),
         ([run_id], ["100"], ["100"]),
     ]
@@ -572,8 +596,9 @@ def test_records_of_runs_not_asked_are_dropped(dsn, fake):
     before = raw_rows(dsn)
     summary = go(dsn, fake, batch_size=20)
     assert summary.exit_code == 0
-    assert len(fake.feedback_requests()) == 2
-    assert summary.dropped == 2 * len(stray)  # on the first page of each of the 2 requests
+    assert len(fake.feedback_requests()) == PROBE + 2
+    # on the first page of each of the 2 batches' requests and of the pre-flight probe's
+    assert summary.dropped == (PROBE + 2) * len(stray)
     assert_exact(dsn, fake, before)
 
 
@@ -610,8 +635,8 @@ def test_two_poisoned_runs_in_one_batch_are_isolated(dsn, fake):
     assert_exact(dsn, fake, before, states={c: ("failed", "api_error") for c in culprits})
     # halving, both halves asked before either is split: the batch (1), its halves (2), both
     # refused: a probe (1); then 4 levels of two requests on each culprit's path (16), and a
-    # probe where the culprit was the second of its pair (ids[3]: 1)
-    assert summary.api_requests == 1 + 2 + 1 + 16 + 1
+    # probe where the culprit was the second of its pair (ids[3]: 1); and the pre-flight probe
+    assert summary.api_requests == 1 + 2 + 1 + 16 + 1 + PROBE
 
 
 def test_an_api_answering_empty_mid_run_stops_writing_nobody_off(dsn):
@@ -640,10 +665,11 @@ def test_feedback_deleted_on_the_oldest_day_does_not_block_the_window(dsn, fake)
     assert summary.exit_code == 3 and summary.failed == {"mismatch": len(gone)}
     assert_exact(dsn, fake, before, states={r: ("failed", "mismatch") for r in gone})
     # the probe asked the window's newest runs whose feedback_stats count records, and got them
-    probe = arrivals(fake)[1]
+    # (as the pre-flight did before the first batch)
     newest = [r for r in ids[0::3] if synthetic.feedback_for_run(r)]
-    assert len(probe.query["run"]) == 5 and set(probe.query["run"]) <= set(newest)
-    assert len(fake.feedback_requests()) == 4  # 3 batches and one probe
+    for probe in (arrivals(fake)[0], arrivals(fake)[PROBE + 1]):
+        assert len(probe.query["run"]) == 5 and set(probe.query["run"]) <= set(newest)
+    assert len(fake.feedback_requests()) == PROBE + 4  # 3 batches and one probe
 
 
 def test_an_api_answering_empty_for_runs_without_feedback_is_no_feedback(dsn, fake):
@@ -672,7 +698,8 @@ def test_delay_ms_is_the_minimum_interval_across_pages_and_retries(dsn, fake):
     summary = go(dsn, fake, batch_size=10, delay_ms=200)
     assert summary.exit_code == 0
     at = [r.at for r in arrivals(fake)]
-    assert len(at) == 2 + 2 + 2  # two refused, batch 1's two pages, batches 2 and 3
+    # two refused (the pre-flight probe's), the probe, batch 1's two pages, batches 2 and 3
+    assert len(at) == 2 + PROBE + 2 + 2
     # measured on arrival at the API, however long the client took to send each request
     gaps = [b - a for a, b in itertools.pairwise(at)]
     assert min(gaps) >= 0.2, gaps
@@ -718,7 +745,8 @@ def assert_one_line_error(proc: subprocess.Popen[str], err: str, prefix: str = "
     lines = err.strip().splitlines()
     _ts, level, message = lines[0].split(" ", 2)
     assert level == "INFO" and message.startswith("run_date "), err  # the window, logged before the run
-    assert all(line.split(" ", 2)[1] == "INFO" for line in lines[1:-1]), err
+    # (WARNING: the waiting lines of an outage)
+    assert all(line.split(" ", 2)[1] in ("INFO", "WARNING") for line in lines[1:-1]), err
     assert lines[-1].startswith(prefix), err
 
 
@@ -845,7 +873,7 @@ def test_a_second_runner_on_the_same_window_exits_1_while_the_first_runs(dsn):
             err.strip().splitlines()[-1],
         ), err
         assert first.wait(30) == 0, first.stderr.read()
-        assert len(fake.feedback_requests()) == 5  # the second runner asked the API nothing
+        assert len(fake.feedback_requests()) == PROBE + 5  # the second runner asked the API nothing
         assert_exact(dsn, fake, before)
     # the second one left no trace: one invocation, every row examined once
     assert [i["outcome"] for i in invocations(dsn)] == ["completed"]

@@ -8,9 +8,10 @@ project listings: ``session=``, ``level``, ``min_created_at``, ``max_created_at`
 (``FakeLangSmith``: its lifecycle and the answers), ``__main__`` (the command line).
 
 Order of checks for GET /feedback (infrastructure faults come before the application):
-latency, stall, reset, URL too long (414, ``max_ids``), windows (``outage``,
-``rate_limit_window``), fail_next, auth (401), validation (422), poison (500), empty_all,
-data (``listing_misses``, stray/duplicate, ``ignore_offset``), truncate.
+latency, ``not_the_api`` (any path), stall, reset, URL too long (414, ``max_ids``), windows
+(``outage``, ``rate_limit_window``), fail_next, auth (401), validation (422), poison (500),
+empty_all, data (``listing_misses``, stray/duplicate, ``ignore_offset``), truncate; a request
+that ``pass_next`` lets through skips stall, reset, fail_next and truncate.
 
 Run standalone: ``python -m backfill.sandbox.fake_langsmith --port 8123 --api-key K``; the
 fault modes of real incidents are options too (``--outage 25 --fault-after 30``: after the

@@ -68,6 +68,7 @@ class Faults:
         self._windows: list[Window] = []
         self._listing_misses: int | None = None
         self._impostor: str | None = None
+        self._pass = 0
         self._seen = 0  # /feedback requests received
 
     def set_feedback(self, run_id: str, records: list[dict[str, Any]]) -> None:
@@ -161,6 +162,14 @@ class Faults:
         with self._lock:
             self._listing_misses = every
 
+    def pass_next(self, n: int = 1) -> None:
+        """The next ``n`` /feedback requests are answered as if nothing were queued: the faults of
+        ``fail_next``, ``stall_next``, ``reset_next`` and ``truncate_next`` wait for the request
+        after them. ``pass_next(1)`` lets `backfill run`'s pre-flight probe through, so that they
+        hit its first batch. (Windows have their own ``after``.)"""
+        with self._lock:
+            self._pass = n
+
     def not_the_api(self, mode: str | None) -> None:
         """Answer every request, whatever its path, as an address that is not the API does:
         ``"404"`` (a path typo: 404 Not Found), ``"html"`` (the web app: its HTML page, 200),
@@ -169,6 +178,12 @@ class Faults:
             raise ValueError(f"mode must be one of {', '.join(IMPOSTORS)}")
         with self._lock:
             self._impostor = mode
+
+    def _passing(self) -> bool:
+        with self._lock:
+            passing = self._pass > 0
+            self._pass -= passing
+        return passing
 
     def _take(self) -> tuple[float, bool]:
         with self._lock:

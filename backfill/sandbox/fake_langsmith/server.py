@@ -290,12 +290,13 @@ class FakeLangSmith(Faults, Catalog):
     def _feedback_answer(
         self, h: Handler, query: dict[str, list[str]], headers: dict[str, str], received: float
     ) -> str:
-        stall, reset = self._take()
+        passing = self._passing()
+        stall, reset = (0.0, False) if passing else self._take()
         if stall > 0:
             self._stopping.wait(stall)
         if reset:
             raise Reset
-        failure = self._infrastructure(query, received) or self._next_failure()
+        failure = self._infrastructure(query, received) or (None if passing else self._next_failure())
         if failure is not None:
             extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
             try:
@@ -325,7 +326,7 @@ class FakeLangSmith(Faults, Catalog):
             page = page + stray
         body = json.dumps(page, default=str)
         with self._lock:
-            truncate = self._truncate > 0
+            truncate = self._truncate > 0 and not passing
             self._truncate -= truncate
         if truncate:
             body = body[: max(1, len(body) // 2)]  # "[]" becomes "[": still invalid JSON
