@@ -177,16 +177,19 @@ def test_json_logs_one_object_per_line(dsn, fake):
     assert proc.returncode == 0, err
     assert "\x1b" not in err and "\r" not in err  # no ANSI, no progress bar on a pipe
     lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
-    # auto's choice comes right after the start: the one project of 25 rows is asked run by run
-    assert [e["event"] for e in lines] == ["run_window", "run_started", "strategy", "strategy_project", "run_finished"]
+    # auto's choice comes right after the start: the one project of 25 rows is asked run by run;
+    # then the pre-flight's verdict (key, endpoint, workspace) before the first batch
+    events = ["run_window", "run_started", "strategy", "strategy_project", "preflight", "run_finished"]
+    assert [e["event"] for e in lines] == events
     assert lines[3]["project"] == "proj-a" and lines[3]["strategy"] == "runs"
+    assert (lines[4]["probed"], lines[4]["answered"]) == (5, 5)
     inv = invocations(dsn)[-1]
-    started, finished = lines[1], lines[4]
+    started, finished = lines[1], lines[5]
     assert started["invocation_id"] == finished["invocation_id"] == inv["id"]
     assert started["pending"] == 25 and started["level"] == "INFO" and started["ts"].endswith("Z")
     assert finished["rows_examined"] == inv["rows_examined"] == 25 == len(status(dsn))
     assert finished["records_stored"] == inv["records_stored"]
-    assert finished["api_requests"] == inv["api_requests"] == 3
+    assert finished["api_requests"] == inv["api_requests"] == 1 + 3  # the pre-flight probe, 3 batches
     assert finished["exit_code"] == 0 and finished["outcome"] == "completed" and finished["elapsed_s"] > 0
 
 

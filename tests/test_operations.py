@@ -85,7 +85,7 @@ def test_refetch_replaces_our_records_and_resumes(dsn, fake):
     fake.set_feedback(target, newer)
     n = len(fake.feedback_requests())
     summary = go(dsn, fake, refetch=True, batch_size=10)
-    assert summary.examined == 30 and len(fake.feedback_requests()) == n + 3
+    assert summary.examined == 30 and len(fake.feedback_requests()) == n + 1 + 3  # the pre-flight probe, 3 batches
     assert rows(dsn)[target]["feedback_records"] == newer
     # the pass is complete: a second --refetch starts a new pass, an interrupted one resumes
     again = go(dsn, fake, refetch=True, limit=10, batch_size=10)

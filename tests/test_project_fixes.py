@@ -140,17 +140,22 @@ class ListsOtherScores(FakeLangSmith):
 
 
 class PoisonsTheSample(FakeLangSmith):
-    """The first request naming runs (proj-a's sampled check) fixes the sample; every request
-    naming one of two thirds of it fails with a 500: the check answers for fewer than half."""
+    """The first request naming runs after the run's pre-flight probe (proj-a's sampled check)
+    fixes the sample; every request naming one of two thirds of it fails with a 500: the check
+    answers for fewer than half. The probe's runs, answered before, stay answered when asked
+    alone (as the outage probe asks one of them): a run the API answered is not poisoned."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.failing: set[str] = set()
+        self.probed: set[str] | None = None
 
     def _matching(self, filters: Filters) -> list[dict[str, Any]]:
-        if not filters.listing and not self.failing:
+        if not filters.listing and self.probed is None:
+            self.probed = set(filters.runs)  # the pre-flight probe (runner.preflight)
+        elif not filters.listing and not self.failing:
             self.failing = set(filters.runs[: 2 * len(filters.runs) // 3 + 1])
-        if self.failing & set(filters.runs):
+        if self.failing & set(filters.runs) and not (len(filters.runs) == 1 and set(filters.runs) <= self.probed):
             raise Answer(500, "Internal Server Error")
         return super()._matching(filters)
 

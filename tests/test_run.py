@@ -67,11 +67,11 @@ def test_enriches_rows_in_place_and_checkpoints(dsn, fake):
     assert summary.examined == 60
     assert summary.enriched == len(with_feedback)
     assert summary.records == sum(len(expected_records(r)) for r in ids)
-    # one request per batch of 25 run ids (each answer is a short page)
-    assert summary.api_requests == 3 == len(fake.feedback_requests())
+    # the pre-flight probe, then one request per batch of 25 run ids (each answer is a short page)
+    assert summary.api_requests == 1 + 3 == len(fake.feedback_requests())
     inv = invocations(dsn)
     assert [(i["outcome"], i["rows_examined"], i["rows_enriched"], i["api_requests"]) for i in inv] == [
-        ("completed", 60, len(with_feedback), 3)
+        ("completed", 60, len(with_feedback), 1 + 3)
     ]
 
 
@@ -148,7 +148,9 @@ def test_window_projects_and_null_records(dsn, fake):
     assert after[rid_old] == before[rid_old]  # outside the window
     assert after[rid_other] == before[rid_other]  # other project
     assert after[rid_has] == before[rid_has]  # already has feedback_records
-    assert [q.query["run"] for q in fake.feedback_requests()] == [[rid_null]]
+    probe, *batches = (q.query["run"] for q in fake.feedback_requests())
+    assert batches == [[rid_null]]
+    assert not set(probe) & {rid_old, rid_other}  # the pre-flight probe keeps to the window too
 
 
 def test_records_are_stored_exactly_as_the_api_returned_them(dsn, fake):
@@ -240,8 +242,10 @@ def test_an_api_answering_empty_to_everything_stops_the_run(dsn, fake):
     seed(dsn, 40)
     fake.empty_all = True
     before = raw_rows(dsn)
-    with pytest.raises(WrongWorkspace, match=r"returned no feedback for \d+ of \d+ runs"):
+    # the pre-flight probe of the window's newest promising runs gets nothing: stopped before any batch
+    with pytest.raises(WrongWorkspace, match=r"returned no feedback for 5 of the window's 5 newest runs .* Stopped"):
         go(dsn, fake)
+    assert len(fake.feedback_requests()) == 1
     assert raw_rows(dsn) == before
     assert status(dsn) == {}
     assert invocations(dsn)[0]["outcome"] == "error"

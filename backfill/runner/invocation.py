@@ -218,20 +218,21 @@ class Invocation:
         self._finish(self.summary.outcome, None)
 
     def _preflight(self) -> None:
-        """Key, endpoint and workspace, asked before any row is marked (its requests are the run's);
-        with nothing pending nothing can be marked, and a run asks the API nothing."""
+        """Key, endpoint and workspace, asked before any row is marked; with nothing pending nothing
+        can be marked, and a run asks the API nothing. Its requests and waits are the run's; the
+        records it fetched are not (no row gets them): they stay out of the counts."""
         if not self.summary.pending_at_start:
             return
         tally = Tally()
         try:
             self.checks.api(self.gw, self.transport, tally)
-        except BaseException:
-            self.uncounted += tally  # on the invocation row when it is finished
-            raise
         finally:
+            tally.records = tally.dropped = 0
             self.summary.spent(tally)
+            self.uncounted += tally  # if the probe failed, on the invocation row when it is finished
         with self.gw.transaction():
-            ledger.count_api(self.gw, self.summary.invocation_id, tally)
+            ledger.count_api(self.gw, self.summary.invocation_id, self.uncounted)
+        self.uncounted = Tally()
 
     def _strategies(self) -> None:
         """The projects listed one after the other, then the others run by run.
