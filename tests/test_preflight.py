@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -15,6 +16,7 @@ from typer.testing import CliRunner, Result
 from backfill.cli import app
 from backfill.langsmith import waits
 from backfill.sandbox.fake_langsmith import FakeLangSmith
+from backfill.sql import grants
 
 from .helpers import invocations, raw_rows, seed, status
 
@@ -81,6 +83,49 @@ def test_an_endpoint_that_is_not_the_api_stops_the_run_at_once_marking_nothing(d
     (inv,) = invocations(dsn)
     assert (inv["outcome"], inv["message"], inv["rows_examined"]) == ("error", message, 0)
     assert inv["api_requests"] == len(fake.requests) == 1  # one answer tells: no retry, no split
+
+
+@pytest.mark.parametrize("mode", ["404", "html", "login"])
+def test_check_names_the_wrong_endpoint_as_run_does(dsn, fake, mode):
+    seed(dsn, 20)
+    fake.not_the_api(mode)
+    env = {"DATABASE_URL": dsn, "LANGSMITH_API_KEY": KEY, "LANGSMITH_ENDPOINT": fake.url}
+    result = CliRunner().invoke(app, ["check"], env=env)
+    assert result.exit_code == 1
+    (api,) = [line for line in result.stdout.splitlines() if line.startswith("FAIL  api ")]
+    assert f"LANGSMITH_ENDPOINT {fake.url} is not the LangSmith API: GET /feedback answered " in api
+    assert api.endswith(ADVICE)
+
+
+@pytest.fixture
+def role_without_update(dsn: str) -> Iterator[tuple[str, str]]:
+    """A login role granted sql/grants.sql minus UPDATE on runs."""
+    role = f"runner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CONNECT ON DATABASE {dsn.rsplit('/', 1)[1]} TO {role}")
+        conn.execute(grants(role))
+        conn.execute(f"REVOKE UPDATE ON runs FROM {role}")
+    try:
+        yield role, dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_role_that_may_not_run_stops_before_anything_is_written(dsn, fake, role_without_update):
+    role, url = role_without_update
+    seed(dsn, 20)
+    before = raw_rows(dsn)
+    result = backfill_run(url, fake.url)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"backfill: error: role {role} lacks UPDATE (data) on runs for `backfill run`: the owner grants them"
+        f" (`backfill db grants {role}`, and `backfill check` says what else is missing); stopped before anything"
+        " was written"
+    )
+    assert (raw_rows(dsn), status(dsn), invocations(dsn), fake.requests) == (before, {}, [], [])
 
 
 @pytest.mark.parametrize("code", [404, 405])
