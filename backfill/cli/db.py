@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from backfill.cli.params import DatabaseUrl
+from backfill.cli.help import Command, Group
+from backfill.cli.params import COMMON, DatabaseUrl, option
 from backfill.config import Database
 from backfill.errors import UsageError
 
 db_app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     help="Our schema, from the installed package: upgrade, downgrade, current, history, grants, schema.",
     epilog='Example: backfill db upgrade && backfill db grants backfill_runner | psql "$OWNER_DATABASE_URL"',
@@ -23,13 +25,15 @@ EPILOG_DB = (
 
 
 @db_app.command(
-    "upgrade", epilog="Example: backfill db upgrade   (or: backfill db upgrade --sql > review.sql)\n\n" + EPILOG_DB
+    "upgrade",
+    epilog="Example: backfill db upgrade   (or: backfill db upgrade --sql > review.sql)\n\n" + EPILOG_DB,
+    cls=Command,
 )
 def db_upgrade_command(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
     sql: Annotated[
-        bool, typer.Option("--sql", help="Print the SQL instead of running it (no database needed).")
+        bool, option("--sql", help="Print the SQL instead of running it (no database needed).", panel=COMMON)
     ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -43,12 +47,16 @@ def db_upgrade_command(
 
 
 @db_app.command(
-    "downgrade", epilog="Example: backfill db downgrade base --sql > undo.sql   (base removes all)\n\n" + EPILOG_DB
+    "downgrade",
+    epilog="Example: backfill db downgrade base --sql > undo.sql   (base removes all)\n\n" + EPILOG_DB,
+    cls=Command,
 )
 def db_downgrade_command(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Revision to go down to (base: remove everything of ours).")],
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL (from head down) instead of running it.")] = False,
+    sql: Annotated[
+        bool, option("--sql", help="Print the SQL (from head down) instead of running it.", panel=COMMON)
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo our migrations down to REVISION; the app's tables and rows are never touched."""
@@ -60,7 +68,7 @@ def db_downgrade_command(
     migrate.downgrade(Database.from_env(database_url), revision, log=True)
 
 
-@db_app.command("current", epilog="Example: backfill db current   (prints fb0007 (head) when up to date)")
+@db_app.command("current", epilog="Example: backfill db current   (prints fb0007 (head) when up to date)", cls=Command)
 def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
     """Print the database's revision of our schema (nothing before the first upgrade)."""
     from backfill.operations import migrate
@@ -68,7 +76,7 @@ def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> 
     migrate.current(Database.from_env(database_url))
 
 
-@db_app.command("history", epilog="Example: backfill db history")
+@db_app.command("history", epilog="Example: backfill db history", cls=Command)
 def db_history_command() -> None:
     """List our revisions, newest first (no database needed)."""
     from backfill.operations import migrate
@@ -77,7 +85,9 @@ def db_history_command() -> None:
 
 
 @db_app.command(
-    "grants", epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"'
+    "grants",
+    epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"',
+    cls=Command,
 )
 def db_grants_command(
     ctx: typer.Context,
@@ -91,7 +101,9 @@ def db_grants_command(
     typer.echo(grants(role), nl=False)
 
 
-@db_app.command("schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)")
+@db_app.command(
+    "schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)", cls=Command
+)
 def db_schema_command() -> None:
     """Print our DDL for review: what `backfill db upgrade --sql` prints (sql/schema.sql)."""
     from backfill.sql import schema
