@@ -133,7 +133,7 @@ def test_unreachable_endpoint(cli, dsn):
 
 def test_dry_run_lists_rows_on_stdout(cli, dsn):
     ids = seed(dsn, 4, days=1)
-    result = cli.invoke(app, ["run", "--dry-run"], env={"DATABASE_URL": dsn})
+    result = cli.invoke(app, ["run", "--dry-run", "--list-runs"], env={"DATABASE_URL": dsn})
     assert result.exit_code == 0
     assert sorted(line.split("\t")[1] for line in result.stdout.splitlines()) == sorted(ids)
     assert all(line.endswith("\tfetch") for line in result.stdout.splitlines())

@@ -154,7 +154,7 @@ def test_auto_picks_runs_on_a_dense_archive(dsn):
     assert summary.choices[0].startswith("project listing for 0 of 2 project(s)")
     assert all(": runs, ~" in line for line in summary.choices[1:])
     # each reviewed run promises one record at least: that rules a listing out, no document read
-    assert all("(at least 300 record(s) promised for 300 pending row(s); listing ~" in c for c in summary.choices[1:])
+    assert all("(at least 300 records promised for 300 pending rows; listing ~" in c for c in summary.choices[1:])
     got = stored(dsn)
     assert {k: v for k, v in got.items() if v is not None} == want
     assert invocations(dsn)[-1]["strategy"] == "runs"
@@ -272,7 +272,7 @@ def test_status_says_the_strategy_and_the_requests_saved(dsn):
         summary = go(dsn, fake, strategy="project")
     report = backfill.status(Database(dsn), Window.parse("14d"))
     shown = "\n".join(text.lines(report))
-    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in shown
+    assert f"strategy project: {summary.requests_saved:,} requests saved against run by run" in shown
     as_json = status_json.to_json(report)
     assert as_json["runs"]["last"]["strategy"] == "project"
     assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved

@@ -31,7 +31,7 @@ EPILOG_DB = (
 )
 def db_upgrade_command(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(help="Target revision.", metavar="REVISION")] = "head",
     sql: Annotated[
         bool, option("--sql", help="Print the SQL instead of running it (no database needed).", panel=COMMON)
     ] = False,
@@ -53,7 +53,9 @@ def db_upgrade_command(
 )
 def db_downgrade_command(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Revision to go down to (base: remove everything of ours).")],
+    revision: Annotated[
+        str, typer.Argument(help="Revision to go down to (base: remove everything of ours).", metavar="REVISION")
+    ],
     sql: Annotated[
         bool, option("--sql", help="Print the SQL (from head down) instead of running it.", panel=COMMON)
     ] = False,
@@ -91,7 +93,9 @@ def db_history_command() -> None:
 )
 def db_grants_command(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run` (it must exist).")],
+    role: Annotated[
+        str, typer.Argument(help="The login role that runs `backfill run` (it must exist).", metavar="ROLE")
+    ],
 ) -> None:
     """Print the least-privilege GRANTs for ROLE (run, status, retry, verify; not revert/reset)."""
     from backfill.sql import grants

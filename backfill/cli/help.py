@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 
 def _no_type(option: Any) -> Any:
@@ -26,13 +26,23 @@ def _help_option(command: Any, option: Any) -> Any:
     return option
 
 
+class _Argument(TyperArgument):
+    """An argument: its name (ROLE, REVISION) says what it is, no type beside it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
 class Command(TyperCommand):
-    """A command whose flags (and --help) show no type."""
+    """A command whose flags, arguments (and --help) show no type."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             _no_type(param)
+            if type(param) is TyperArgument:
+                # typer builds the argument; only how its help is shown changes (no new state)
+                param.__class__ = _Argument
 
     def get_help_option(self, ctx: Any) -> Any:  # typer's vendored click.Context (typer._click is private)
         return _help_option(self, super().get_help_option(ctx))

@@ -210,7 +210,7 @@ def _run_lines(self: StatusReport, verbose: bool) -> list[str]:
                 f"held by `backfill {lease.command}` on {lease.hostname[:30]} (pid {lease.pid}), heartbeat {beat} ago",
             )
         )
-    out.append(_label("ETA", _eta(self)))
+    out.append(_label("ETA", _eta(self, verbose)))
     return out
 
 
@@ -223,7 +223,7 @@ def _verbose_run_lines(self: StatusReport) -> list[str]:
     if tp.rows_per_s is not None and tp.baseline_rows_per_s is not None:
         out.append(
             _label(
-                "throughput",
+                "speed",
                 f"run #{tp.last_finished_id} {tp.rows_per_s:.2f} rows/s, mean of"
                 f" {count(tp.baseline_runs, 'earlier run')} {tp.baseline_rows_per_s:.2f}",
             )
@@ -231,14 +231,17 @@ def _verbose_run_lines(self: StatusReport) -> list[str]:
     return out
 
 
-def _eta(self: StatusReport) -> str:
+def _eta(self: StatusReport, verbose: bool = False) -> str:
     eta = self.eta
     if not eta.pending:
         return "no pending rows"
-    floor = f"at best {duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms} --batch-size {eta.batch_size}"
+    floor = f"at best {duration(eta.floor_seconds)} at --delay-ms {eta.delay_ms}"
+    if verbose:
+        floor += f" --batch-size {eta.batch_size}"
+    pending = count(eta.pending, "pending row")
     if eta.seconds is not None and eta.rows_per_s:
-        return f"{count(eta.pending, 'pending row')}: {duration(eta.seconds)} at {eta.rows_per_s:.2f} rows/s ({floor})"
-    return f"{count(eta.pending, 'pending row')}: {floor} (no throughput measured yet)"
+        return f"{pending}: {duration(eta.seconds)} at {eta.rows_per_s:,.2f} rows/s ({floor})"
+    return f"{pending}: {floor} (no run measured yet)"
 
 
 def lease_lines(self: LeaseInfo, as_of: dt.datetime) -> list[str]:
