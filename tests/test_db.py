@@ -235,7 +235,7 @@ def test_a_service_file_is_enough_to_reach_the_archive(dsn, tmp_path):
     services.write_text(f"[archive]\nhost={host}\nport={port}\ndbname={dbname}\nuser={user}\npassword=unused-Pw-9\n")
     done = backfill("status", env={"DATABASE_URL": "", "PGSERVICEFILE": str(services), "PGSERVICE": "archive"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("feedback-backfill status: ")
+    assert done.stdout.startswith("feedback-backfill: run_date ")
 
 
 def test_a_released_lease_reads_released_every_time(dsn):

@@ -171,7 +171,7 @@ def _run_lines(self: StatusReport, verbose: bool) -> list[str]:
         if run.state == "running":
             ago = duration((self.as_of - run.heartbeat_at).total_seconds())
             where = f" on {lease.hostname[:30]}" if lease is not None else ""
-            state = f"running{where} (pid {self.runner_pid}), last heartbeat {ago} ago, {took} so far"
+            state = f"running{where} (pid {self.runner_pid}) for {took}, heartbeat {ago} ago"
         elif run.state == "unfinished":
             state = f"stopped without finishing (killed?) after {took}"
         else:
