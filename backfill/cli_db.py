@@ -77,18 +77,24 @@ def db_history_command() -> None:
 
 
 @db_app.command(
-    "grants", epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"'
+    "grants",
+    epilog='Example: backfill db grants backfill_runner --create-role | psql "$OWNER_DATABASE_URL"'
+    "   (then \\password backfill_runner in psql)",
 )
 def db_grants_command(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run` (it must exist).")],
+    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run`.")],
+    create_role: Annotated[
+        bool,
+        typer.Option("--create-role", help="Also create ROLE (LOGIN, no password) unless it exists."),
+    ] = False,
 ) -> None:
-    """Print the least-privilege GRANTs for ROLE (run, status, retry, verify; not revert/reset)."""
+    """Print a psql script granting ROLE what check, run, status, retry, verify, db current need (not revert)."""
     from .sql import grants
 
-    if not role.strip() or "\0" in role:
-        raise UsageError("ROLE must be a role name")
-    typer.echo(grants(role), nl=False)
+    if not role.strip() or any(c < " " for c in role) or len(role.encode()) > 63:
+        raise UsageError("ROLE must be a role name (at most 63 bytes, no control characters)")
+    typer.echo(grants(role, create_role=create_role), nl=False)
 
 
 @db_app.command("schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)")

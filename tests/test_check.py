@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from backfill.cli import app
 from backfill.sandbox.fake_langsmith import FakeLangSmith
-from backfill.sql import grants
 
-from .helpers import invocations, raw_rows, seed, status
+from .helpers import apply_grants, invocations, raw_rows, seed, status
 from .test_pgbouncer import bouncer  # noqa: F401  (the module's PgBouncer fixture)
 
 KEY = "lsv2_check_secret_key_7f3a"
@@ -170,7 +169,8 @@ def limited_role(dsn: str) -> Iterator[tuple[str, str]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO {role}")
-        conn.execute(grants(role))
+    apply_grants(dsn, role)
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"REVOKE UPDATE ON runs FROM {role}")
     try:
         yield role, dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
@@ -203,10 +203,16 @@ def test_runner_role_of_grants_sql_passes_run_and_warns_for_revert(dsn, fake, li
     assert item(lines, "can run").startswith("OK ")
     revert = item(lines, "can revert")
     assert revert.startswith(f"WARN  can revert   role {role} lacks DELETE on feedback_backfill_status")
+    assert item(lines, "schema").startswith("OK    schema       ours at fb0007 (head)")
+    assert item(lines, "api").startswith("OK ") and item(lines, "pending").startswith("OK    pending      20 row(s)")
+    # a role that may not read our version table: the schema cannot be confirmed
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"REVOKE SELECT ON feedback_backfill_alembic_version FROM {role}")
+    code, lines = check(url, fake)
+    assert code == 0, lines
     assert item(lines, "schema").startswith(
         f"WARN  schema       our tables exist; role {role} may not read feedback_backfill_alembic_version"
     )
-    assert item(lines, "api").startswith("OK ") and item(lines, "pending").startswith("OK    pending      20 row(s)")
 
 
 def test_pgbouncer_is_detected_in_transaction_pooling(dsn, fake, bouncer):  # noqa: F811
