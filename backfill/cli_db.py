@@ -39,7 +39,8 @@ def db_upgrade_command(
     if sql:
         migrate.offline_sql(revision)
         return
-    migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
 @db_app.command(
@@ -57,7 +58,8 @@ def db_downgrade_command(
     if sql:
         migrate.offline_sql(migrate.head(), downgrade_to=revision)
         return
-    migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
 @db_app.command("current", epilog="Example: backfill db current   (prints fb0007 (head) when up to date)")

@@ -65,15 +65,18 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     # Alembic's own INFO lines, on stderr: the DBA sees what it did
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
+    assert up.stderr.splitlines()[-1] == "database at fb0007 (head)"
     assert tables(app_dsn) == OURS
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0007 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
+    assert down.stderr.splitlines()[-1] == "database at base: none of our revisions applied"
     assert tables(app_dsn) == set()
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == ""
     again = backfill("db", "upgrade", "fb0002", env=env, cwd=tmp_path)
     assert again.returncode == 0 and "fb0002 -> fb0003" not in again.stderr
+    assert again.stderr.splitlines()[-1] == "database at fb0002 (head is fb0007)"
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0002"
 
 

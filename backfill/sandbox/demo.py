@@ -103,7 +103,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show("")
         show("$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)")
         database = Database(url)
-        migrate.upgrade(database, log=True)  # Alembic's own lines, on stderr
+        show(migrate.at(migrate.upgrade(database, log=True)))  # after Alembic's own lines, on stderr
         show("  feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease,")
         show("  6 indexes on runs built CONCURRENTLY (GIN paths, partial indexes), the analyst view feedback_records_v")
         show("")
