@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,9 +128,10 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show(f"demo finished in {elapsed:.1f}s")
         if keep:
             show("--keep: both servers are still running; explore with psql and the other commands:")
-            print(f"export DATABASE_URL={url}")
-            print(f"export LANGSMITH_ENDPOINT={endpoint}")
-            print(f"export LANGSMITH_API_KEY={DEMO_KEY}")
+            # quoted for the shell: the URL's query string holds "&" (host=...&port=...)
+            print(f"export DATABASE_URL={shlex.quote(url)}")
+            print(f"export LANGSMITH_ENDPOINT={shlex.quote(endpoint)}")
+            print(f"export LANGSMITH_API_KEY={shlex.quote(DEMO_KEY)}")
             show(f"to stop them: kill {fake.pid}; {pg.stop_command()}")
         return DemoResult(summary, url, endpoint, elapsed)
     finally:
