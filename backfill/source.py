@@ -430,8 +430,10 @@ class FeedbackSource:
             if waited
             else ""
         )
+        n = self._episode_n
+        failed = "failed once" if n == 1 else f"failed {n} times in a row"
         return ApiUnavailable(
-            f"LangSmith at {self.settings.endpoint} failed {self._episode_n} times in a row ({detail}){tail};"
+            f"LangSmith at {self.settings.endpoint} {failed} ({detail}){tail};"
             " stopped, nothing of the current batch was marked"
         )
 

@@ -146,6 +146,9 @@ def test_missing_schema_fails(app_dsn, fake):
     assert item(lines, "database").startswith("OK ")
     # without our tables, `run` lacks them all
     assert item(lines, "can run").startswith("FAIL  can run      role postgres lacks")
+    assert item(lines, "api").endswith(
+        "the workspace was not probed: our tables are missing, so no run of the window could be asked for"
+    )
 
 
 def test_our_revision_in_the_apps_alembic_version_fails(dsn, fake):
@@ -229,6 +232,27 @@ def test_unreachable_database_fails_in_one_line(fake):
     code, lines = check("postgresql://nobody@127.0.0.1:1/nothing", fake)
     assert code == 1
     assert item(lines, "database").startswith("FAIL  database     cannot connect to the database")
+    # the key is still tried; the workspace is not, and the line says why (not "no run promises records")
+    assert item(lines, "api") == (
+        f"WARN  api          LANGSMITH_API_KEY (...7f3a) accepted at {fake.url}; the workspace was not probed: the"
+        " database could not be read, so no run of the window could be asked for"
+    )
+
+
+def test_an_endpoint_that_never_answers_failed_once():
+    """check asks once (no retries): the message counts it in words."""
+    result = CliRunner().invoke(
+        app,
+        ["check"],
+        env={
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing",
+            "LANGSMITH_API_KEY": KEY,
+            "LANGSMITH_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )
+    api = item(result.stdout.splitlines(), "api")
+    assert api.startswith("FAIL  api          LangSmith at http://127.0.0.1:9 does not answer: ")
+    assert "failed once (connection failed);" in api and "1 times" not in api
 
 
 def test_bad_options_are_usage_errors():
