@@ -180,9 +180,10 @@ class Window:
         return (self.until - self.since).days
 
     def describe(self) -> str:
+        """The window in words, both days counted (``until`` is the day after the last)."""
         last = self.until - dt.timedelta(days=1)
         where = f" in {', '.join(self.projects)}" if self.projects else ""
-        return f"run_date {self.since} .. {last}{where}"
+        return f"run_date {self.since} .. {last} inclusive{where}"
 
 
 def _parse_point(text: str, flag: str, now: dt.datetime, today: dt.date) -> dt.date:

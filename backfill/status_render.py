@@ -54,7 +54,8 @@ def lines(self: StatusReport) -> list[str]:
     """The human report, at most 80 columns wide."""
     t = self.totals
     last_day = self.window.until - dt.timedelta(days=1)
-    head = f"feedback-backfill status: run_date {self.window.since} .. {last_day}"
+    # the last day counted, not --until's exclusive end (which JSON's `until` is): say so
+    head = f"feedback-backfill status: {self.window.since} .. {last_day} inclusive"
     scope = ", ".join(self.window.projects) if self.window.projects else "all projects"
     if len(head) + len(scope) + 3 > 80:
         scope = scope[: 80 - len(head) - 6] + "..."

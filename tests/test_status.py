@@ -352,7 +352,7 @@ def test_human_report(dsn, archive):
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines)
-    assert lines[0] == f"feedback-backfill status: run_date {day(13)} .. {day(0)} (all projects)"
+    assert lines[0] == f"feedback-backfill status: {day(13)} .. {day(0)} inclusive (all projects)"
     assert lines[1] == "[" + "#" * 24 + "." * 26 + "]  48.1% covered of 27 rows"
     for expected in (
         "  in window                       27",
