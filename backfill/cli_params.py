@@ -16,7 +16,10 @@ Projects = Annotated[list[str] | None, typer.Option("--project", help="Only this
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        envvar="DATABASE_URL", show_envvar=True, show_default=False, help="postgresql://user:pass@host:port/db"
+        envvar="DATABASE_URL",
+        show_envvar=True,
+        show_default=False,
+        help="postgresql://user@host:port/db (password: ~/.pgpass or PGPASSWORD)",
     ),
 ]
 ApiKey = Annotated[

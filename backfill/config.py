@@ -67,15 +67,15 @@ class Database:
         url = url if url is not None else os.environ.get("DATABASE_URL")
         if url:
             if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
-                raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/dbname")
+                raise ConfigError("DATABASE_URL must look like postgresql://user@host:port/dbname")
             _check_userinfo(url)
             # psycopg speaks plain libpq URLs; accept SQLAlchemy's driver suffix too.
             return cls(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url))
         if any(os.environ.get(v) for v in PG_ENV):
             return cls("")
         raise ConfigError(
-            "no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
-            " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
+            "no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password in"
+            " ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
         )
 
 

@@ -108,12 +108,16 @@ def test_history_lists_the_revisions(tmp_path):
 def test_db_commands_fail_in_one_line(tmp_path):
     missing = backfill("db", "upgrade", cwd=tmp_path, env={"DATABASE_URL": ""})
     assert missing.returncode == 1
-    assert missing.stderr.startswith("backfill: error: no database configured")
+    assert missing.stderr == (
+        "backfill: error: no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password"
+        " in ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)\n"
+    )
     refused = backfill("db", "upgrade", env={"DATABASE_URL": "postgresql://me:pw-Zq81x@127.0.0.1:1/db"})
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith("backfill: error: database error: ") and "pw-Zq81x" not in refused.stderr
     no_role = backfill("db", "grants", "")
-    assert no_role.returncode == 2 and no_role.stderr == "backfill: error: ROLE must be a role name\n"
+    assert no_role.returncode == 2
+    assert no_role.stderr == "backfill: error: ROLE must be a role name (at most 63 bytes, no control characters)\n"
 
 
 # least privilege

@@ -248,8 +248,8 @@ def test_alembic_cli_errors_are_one_line_without_password(app_dsn):
     missing = alembic_cli("upgrade", "head")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        "FAILED: no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
-        " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
+        "FAILED: no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password in"
+        " ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
     ]
     wrong = app_dsn.replace("postgresql://postgres@", "postgresql://nobody:s3cr3t-pw@")
     refused = alembic_cli("upgrade", "head", env={"DATABASE_URL": wrong})
