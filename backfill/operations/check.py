@@ -20,7 +20,6 @@ back; the API probe is GET /feedback only. Exit code: 0 without FAIL, 1 with any
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +31,7 @@ from backfill.archive import gateway as db
 from backfill.archive import reader
 from backfill.archive.status import AT_RISK_AGE_DAYS, status
 from backfill.config import Database, LangSmith, Window
+from backfill.domain import packing
 from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
 from backfill.domain.options import RunOptions
 from backfill.domain.records import canonical_run_id
@@ -328,7 +328,7 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
         gw.close()
     rep = status(database, w)
     promised = rep.data.promised_lacking
-    requests = math.ceil(pending / options.batch_size)
+    requests = packing.requests(pending, promised, options.batch_size)
     seconds = requests * options.delay_ms / 1000
     est: dict[str, Any] = {
         "pending": pending,
@@ -341,8 +341,8 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     report.add(
         "pending",
         OK,
-        f"{pending:,} row(s) to examine: {requests:,} request(s) of {options.batch_size} run ids"
-        " (assuming one page each: a run with over 100 records needs more)",
+        f"{pending:,} row(s) to examine: {requests:,} request(s) of at most {options.batch_size} run ids,"
+        " packed by the records their feedback_stats promise (a run with over 100 records needs more)",
         pending=pending,
         requests=requests,
     )
