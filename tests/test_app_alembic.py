@@ -14,8 +14,8 @@ from alembic.config import Config
 import alembic
 import backfill.alembic
 from alembic import command
-from backfill import migrate
 from backfill.config import Database
+from backfill.operations import migrate
 
 #: The extractor's `runs` as deployed (backfill/sandbox/app_schema.sql; its model is that of
 #: the extractor's revision 9405a9ff216f, with the deployed index names), and an env.py as the

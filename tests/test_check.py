@@ -65,8 +65,8 @@ def test_healthy_setup_exit_0_with_pending_count_and_estimates(dsn, fake):
     pending = pending_in_db(dsn)
     assert pending == 250
     assert item(lines, "pending") == (
-        f"OK    pending      {pending} row(s) to examine: {math.ceil(pending / 100)} request(s) of 100 run ids"
-        " (assuming one page each: a run with over 100 records needs more)"
+        f"OK    pending      {pending} row(s) to examine: {math.ceil(pending / 100)} request(s) of at most 100 run ids,"
+        " packed by the records their feedback_stats promise (a run with over 100 records needs more)"
     )
     # 3 requests x 500 ms
     assert item(lines, "duration").startswith("OK    duration     at least 2s at --delay-ms 500")
@@ -239,8 +239,8 @@ def test_unreachable_database_fails_in_one_line(fake):
     )
 
 
-def test_an_endpoint_that_never_answers_failed_once():
-    """check asks once (no retries): the message counts it in words."""
+def test_an_endpoint_that_never_answers_failed_one_time():
+    """check asks once (no retries): the count is in the singular."""
     result = CliRunner().invoke(
         app,
         ["check"],
@@ -252,7 +252,7 @@ def test_an_endpoint_that_never_answers_failed_once():
     )
     api = item(result.stdout.splitlines(), "api")
     assert api.startswith("FAIL  api          LangSmith at http://127.0.0.1:9 does not answer: ")
-    assert "failed once (connection failed);" in api and "1 times" not in api
+    assert "failed 1 time in a row (connection failed);" in api and "1 times" not in api
 
 
 def test_bad_options_are_usage_errors():

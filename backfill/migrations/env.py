@@ -24,7 +24,7 @@ from alembic import context
 from backfill.alembic import TABLES, VERSION_TABLE
 from backfill.config import Database
 from backfill.errors import BackfillError, redact
-from backfill.migrate import log_to_stderr
+from backfill.operations.migrate import log_to_stderr
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
