@@ -1,1 +1,4 @@
-"""The status report rendered: text, the --check line, --json and OpenMetrics, each apart from the measure (``archive.status``)."""
+"""The status report rendered: text, the --check line, --json and OpenMetrics.
+
+Each apart from the measure (``archive.status``).
+"""
