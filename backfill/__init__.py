@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Database, LangSmith, Window
-from .options import RunOptions, RunSummary
-from .status import status
+from backfill.archive.status import status
+from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
+from backfill.runner.summary import RunSummary
 
 if TYPE_CHECKING:
-    from .runner import run
+    from backfill.runner.invocation import run
 
 __version__ = "0.1.0"
 
@@ -22,7 +23,7 @@ def __getattr__(name: str) -> Any:
     # be imported at once: it has no such dependency; imported late, the submodule
     # `backfill.status` would shadow the function.)
     if name == "run":
-        from .runner import run
+        from backfill.runner.invocation import run
 
         globals()["run"] = run
         return run

@@ -1,5 +1,5 @@
 """python -m backfill: the same as the `backfill` command."""
 
-from .cli import main
+from backfill.cli import main
 
 main()

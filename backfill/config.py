@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError, UsageError
+from backfill.errors import ConfigError, UsageError
 
 #: libpq variables that, without DATABASE_URL, make an empty conninfo meaningful.
 PG_ENV = ("PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT", "PGUSER")

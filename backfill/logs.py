@@ -70,7 +70,7 @@ def is_json() -> bool:
 
 
 def ensure(stream: TextIO) -> None:
-    """For callers of the Python API that set up nothing: text lines on ``stream``, as before."""
+    """For callers of the Python API that set up nothing: text lines on ``stream``."""
     if not log.handlers:
         setup("text", stream)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from backfill import migrate
 from backfill.config import Database
-from backfill.pack import lower_bound
+from backfill.domain.packing import lower_bound
+from backfill.operations import migrate
 from backfill.sandbox import synthetic
 from bench.builders import build_documents, vacuum
 from bench.fake_server import API_KEY, dense_feedback

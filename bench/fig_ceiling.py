@@ -16,8 +16,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 import backfill
-from backfill import migrate
 from backfill.config import Database
+from backfill.operations import migrate
 from backfill.sandbox import synthetic
 from backfill.sql import QUERIES
 from bench.builders import build_documents, vacuum

@@ -26,8 +26,8 @@ from typing import Any
 import psycopg
 
 import backfill
-from backfill import migrate
 from backfill.config import Database, LangSmith, Window
+from backfill.operations import migrate
 from backfill.sandbox import app_schema
 from backfill.sandbox.traces import copy_archive, trace_archive
 from bench.harness import ROOT, SPEC_DELAY_S, Server, say

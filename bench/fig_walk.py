@@ -15,10 +15,11 @@ from typing import Any
 import psycopg
 
 import backfill
-from backfill import db, migrate
+from backfill.archive import gateway as db
+from backfill.archive.reader import count_pending, walk
 from backfill.config import Database, LangSmith, Window
+from backfill.operations import migrate
 from backfill.sql import QUERIES
-from backfill.walk import count_pending, walk
 from bench.builders import FILL_NO_FEEDBACK, build_small, vacuum
 from bench.harness import BATCH, SINCE, UNTIL, Server, say
 from bench.report import Results, verdict

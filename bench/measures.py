@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psycopg
 
-from backfill import migrate
 from backfill.config import Database
+from backfill.operations import migrate
 from backfill.sql import QUERIES
 from bench.harness import ROOT, one
 

@@ -34,12 +34,13 @@ import time
 
 import psycopg
 
-from backfill import db, migrate
+from backfill.archive import gateway as db
+from backfill.archive.reader import walk
 from backfill.config import Database, Window
-from backfill.options import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import migrate
 from backfill.sandbox import app_schema
 from backfill.sandbox.embedded import EmbeddedPostgres
-from backfill.walk import walk
 
 FILL = """
 INSERT INTO runs (run_id, trace_id, project, run_date, data)

@@ -20,7 +20,7 @@ import time
 
 import psycopg
 
-from backfill import db
+from backfill.archive import gateway as db
 from backfill.config import Database
 from backfill.sandbox import synthetic
 from bench.harness import BATCH, Server, say

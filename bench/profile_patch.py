@@ -36,8 +36,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from backfill import migrate
 from backfill.config import Database
+from backfill.operations import migrate
 from backfill.sandbox import synthetic
 from backfill.sql import QUERIES
 from bench.builders import build_documents, vacuum

@@ -27,9 +27,11 @@ from collections.abc import Iterator
 import psycopg
 
 import backfill
-from backfill import db, migrate
+from backfill.archive.lease import LEASE_NAME
 from backfill.config import Database, Window
 from backfill.errors import ConfigError
+from backfill.operations import migrate
+from backfill.report import text
 from backfill.sandbox import app_schema
 from backfill.sandbox.embedded import EmbeddedPostgres
 from backfill.sql import QUERIES
@@ -126,7 +128,7 @@ def explain(url: str, window: Window) -> None:
         "until": window.until,
         "projects": list(window.projects) or None,
         "max_attempts": 3,
-        "name": db.LEASE_NAME,  # status_lease's
+        "name": LEASE_NAME,  # status_lease's
     }
     with psycopg.connect(url) as conn:  # one transaction, with the report's own settings
         conn.execute(QUERIES["status_settings"])
@@ -166,7 +168,7 @@ def bench(url: str, rows: int) -> None:
         times = timed(url, window)
         print(f"{label:<20}{times[0]:>9.3f}s{min(times):>9.3f}s")
     report = backfill.status(Database(url), windows[0][1])
-    print("\n" + "\n".join(report.lines()))
+    print("\n" + "\n".join(text.lines(report)))
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-from backfill import migrate
 from backfill.config import Database
 from backfill.errors import ConfigError
+from backfill.operations import migrate
 from backfill.sandbox import app_schema
 from backfill.sandbox.embedded import find_bindir
 

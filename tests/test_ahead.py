@@ -15,7 +15,7 @@ import psycopg
 
 import backfill
 from backfill.config import Database, LangSmith, Window
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 

@@ -66,8 +66,8 @@ def test_healthy_setup_exit_0_with_pending_count_and_estimates(dsn, fake):
     pending = pending_in_db(dsn)
     assert pending == 250
     assert item(lines, "pending") == (
-        f"OK    pending      {pending} row(s) to examine: {math.ceil(pending / 100)} request(s) of 100 run ids"
-        " (assuming one page each: a run with over 100 records needs more)"
+        f"OK    pending      {pending} row(s) to examine: {math.ceil(pending / 100)} request(s) of at most 100 run ids,"
+        " packed by the records their feedback_stats promise (a run with over 100 records needs more)"
     )
     # 3 requests x 500 ms
     assert item(lines, "duration").startswith("OK    duration     at least 2s at --delay-ms 500")

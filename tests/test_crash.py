@@ -176,8 +176,8 @@ def kill_in_the_write(dsn: str, fake: FakeLangSmith, gate: Gate, proc: subproces
 
 
 def test_kill_9_between_fetch_and_commit_then_resume_equals_an_uninterrupted_run(dsn, app_dsn, fake, gate):
-    from backfill import migrate
     from backfill.config import Database
+    from backfill.operations import migrate
 
     seed(dsn, 150, days=7)
     # the reference: an uninterrupted run on an identical database

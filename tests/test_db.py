@@ -241,12 +241,12 @@ def test_a_service_file_is_enough_to_reach_the_archive(dsn, tmp_path):
 def test_a_released_lease_reads_released_every_time(dsn):
     """release() sets expiry and heartbeat from one clock reading: two readings of
     clock_timestamp() in one UPDATE differ by microseconds, and `backfill status` said "expired"."""
-    from backfill import db
+    from backfill.archive.lease import Lease
     from backfill.config import Database
 
     states = []
     for _ in range(30):
-        db.Lease.take(Database(dsn), "run", seconds=30).release()
+        Lease.take(Database(dsn), "run", seconds=30).release()
         with psycopg.connect(dsn) as conn:
             states.append(conn.execute("SELECT expires_at = heartbeat_at FROM feedback_backfill_lease").fetchone()[0])
     assert states == [True] * 30

@@ -22,10 +22,11 @@ import pytest
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import repair as operations
+from backfill.report import status_json
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
@@ -158,7 +159,7 @@ def check_status(dsn: str) -> dict[str, Any]:
     """`backfill status` agrees with what the documents hold (read here, the slow way)."""
     with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
         truth = conn.execute(TRUTH).fetchone()
-    data = backfill.status(Database(dsn), Window.parse("14d")).to_json()["data"]
+    data = status_json.to_json(backfill.status(Database(dsn), Window.parse("14d")))["data"]
     assert {k: data[k] for k in truth} == truth
     return data
 

@@ -30,10 +30,13 @@ import requests
 
 import backfill
 from backfill import cli
-from backfill import source as source_module
 from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
 from backfill.errors import AlreadyRunning, ApiUnavailable, DatabaseError, WrongWorkspace
-from backfill.runner import RunOptions, RunSummary
+from backfill.langsmith import transport as source_module
+from backfill.report import status_json
+from backfill.report import text as report_text
+from backfill.runner.summary import RunSummary
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith, RequestLog
 
@@ -201,9 +204,11 @@ def test_429_without_retry_after_backs_off_and_completes(dsn, fake, times):
     # the summary, and `backfill status` (text and --json), show the time waited
     assert any(line.startswith("  waited       ") and "on rate limits (429)" in line for line in summary.lines())
     report = backfill.status(Database(dsn))
-    last = report.to_json()["runs"]["last"]
+    last = status_json.to_json(report)["runs"]["last"]
     assert last["rate_limit_wait_s"] == pytest.approx(summary.rate_limit_wait_s) and last["outage_wait_s"] == 0
-    assert any(line.strip().startswith("waited ") and "on rate limits (429)" in line for line in report.lines())
+    assert any(
+        line.strip().startswith("waited ") and "on rate limits (429)" in line for line in report_text.lines(report)
+    )
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])

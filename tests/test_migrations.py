@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backfill import migrate
 from backfill.config import Database
+from backfill.operations import migrate
 from backfill.sql import QUERIES
 
 from .helpers import seed, seed_traces
@@ -154,7 +154,7 @@ def test_a_project_walk_reads_in_index_order_before_the_next_analyze(app_dsn):
     runs_feedback_pending_idx that stops after the batch."""
     import datetime as dt
 
-    from backfill import db
+    from backfill.archive import gateway as db
 
     dsn = app_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -188,7 +188,7 @@ def test_the_pending_count_never_reads_a_document_to_know_it_lacks_records(app_d
     """count_pending reads the rows lacking records through runs_feedback_pending_idx, whose
     predicate it need not evaluate: never "lacks records" evaluated on each document (a detoast
     per row), as the planner did on an analyzed archive without db.PLANNER's filter_cost."""
-    from backfill import db
+    from backfill.archive import gateway as db
 
     dsn = app_dsn
     seed_traces(dsn, 1000)
@@ -337,7 +337,7 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
     """Apply sql/grants.sql to a fresh login role and run the whole backfill as that role."""
     import backfill
     from backfill.config import LangSmith
-    from backfill.runner import RunOptions
+    from backfill.domain.options import RunOptions
     from backfill.sandbox.fake_langsmith import FakeLangSmith
 
     from .helpers import status

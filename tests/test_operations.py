@@ -11,11 +11,12 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
-from backfill import operations
 from backfill.cli import app
 from backfill.config import ALL_TIME, Database, LangSmith, Window
-from backfill.follow import follow
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import repair as operations
+from backfill.operations.verify import verify as verify_
+from backfill.runner.follow import follow
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
@@ -109,17 +110,17 @@ def test_verify_reports_drift_and_fix_repatches(dsn, fake):
     recs_a = expected_records(a)
     fake.set_feedback(a, [*recs_a, {"id": "new-one", "run_id": a, "key": "late", "created_at": "2027-01-01T00:00:00Z"}])
     fake.set_feedback(b, [{**expected_records(b)[0], "comment": "edited"}, *expected_records(b)[1:]])
-    report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
+    report = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
     assert report.checked == len(enriched)
     assert {d.run_id: (d.added, len(d.changed), d.deleted) for d in report.drifts} == {
         a: (["new-one"], 0, []),
         b: ([], 1, []),
     }
     assert report.exit_code == 3
-    fixed = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, fix=True, delay_ms=0)
+    fixed = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=None, fix=True, delay_ms=0)
     assert fixed.fixed == 2 and fixed.exit_code == 0
     assert [r["id"] for r in rows(dsn)[a]["feedback_records"]][-1] == "new-one"
-    clean = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=5, delay_ms=0)
+    clean = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=5, delay_ms=0)
     assert clean.checked == 5 and clean.drifts == [] and clean.exit_code == 0
 
 
@@ -260,7 +261,7 @@ def test_verify_reports_runs_it_could_not_fetch_apart_from_drift(dsn, fake):
     ids = seed(dsn, 30)
     go(dsn, fake)
     fake.poison(with_feedback(ids)[0])
-    report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
+    report = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
     assert report.drifts == [] and len(report.unverified) == 1 and report.exit_code == 1
 
 
@@ -279,7 +280,7 @@ def test_verify_reports_local_changes_apart_from_drift_and_fix_reenriches_them(d
                 (Jsonb(recs), rid),
             )
     before_fix = raw_rows(dsn)
-    report = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
+    report = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=None, delay_ms=0)
     assert report.checked == len(enriched)  # none silently skipped
     assert report.drifts == [] and report.unverified == []
     assert {c.run_id: c.kind for c in report.local} == {gone: "vanished", edited: "changed", theirs: "extractor"}
@@ -289,7 +290,7 @@ def test_verify_reports_local_changes_apart_from_drift_and_fix_reenriches_them(d
         " 0 re-enriched"
     )
     assert f"{gone}  local change: records vanished since we wrote them (re-archived?)" in report.lines()
-    fixed = operations.verify(Database(dsn), ls(fake), Window.parse("14d"), sample=None, fix=True, delay_ms=0)
+    fixed = verify_(Database(dsn), ls(fake), Window.parse("14d"), sample=None, fix=True, delay_ms=0)
     assert fixed.local_fixed == 2 and fixed.exit_code == 3  # the extractor's records are left
     after = rows(dsn)
     assert after[gone]["feedback_records"] == expected_records(gone)

@@ -16,9 +16,9 @@ import pytest
 
 import backfill
 from backfill.config import Database, LangSmith, Window
-from backfill.feedback import sort_records
-from backfill.pack import lower_bound
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.domain.packing import lower_bound
+from backfill.domain.records import sort_records
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 

@@ -12,8 +12,10 @@ from typing import Any
 
 import psycopg
 
-from backfill import listing, migrate, operations
 from backfill.config import Database, Window
+from backfill.domain import listing
+from backfill.operations import migrate
+from backfill.operations import repair as operations
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.fake_langsmith.listing import Filters
 from backfill.sandbox.fake_langsmith.plumbing import Answer

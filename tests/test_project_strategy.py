@@ -10,11 +10,12 @@ import psycopg
 import pytest
 
 import backfill
-from backfill import listing
 from backfill.config import Database, LangSmith, Window
+from backfill.domain import listing
+from backfill.domain.options import RunOptions
 from backfill.errors import WrongWorkspace
-from backfill.follow import follow
-from backfill.runner import RunOptions
+from backfill.report import status_json, text
+from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 from backfill.sql import grants
@@ -270,9 +271,9 @@ def test_status_says_the_strategy_and_the_requests_saved(dsn):
     with serve(runs) as fake:
         summary = go(dsn, fake, strategy="project")
     report = backfill.status(Database(dsn), Window.parse("14d"))
-    text = "\n".join(report.lines())
-    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in text
-    as_json = report.to_json()
+    shown = "\n".join(text.lines(report))
+    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in shown
+    as_json = status_json.to_json(report)
     assert as_json["runs"]["last"]["strategy"] == "project"
     assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved
     assert any(line.startswith("  strategy     project: ") for line in summary.lines())
@@ -380,8 +381,9 @@ def test_a_run_that_lists_its_projects_marks_the_days_as_the_runs_strategy_does(
 def test_a_project_the_walks_do_not_cover_leaves_every_day_unmarked(dsn):
     """Once the horizon closes, the window's projects are read again: one that no walk of the
     run covers (archived by a transaction still running when the run started) unmarks it."""
-    from backfill import db
-    from backfill.settle import Settling, closed
+    from backfill.archive import gateway as db
+    from backfill.archive.settled import closed
+    from backfill.domain.settling import Settling
 
     seed_traces(dsn, 20)  # proj-a and proj-b
     gw = db.connect(Database(dsn))

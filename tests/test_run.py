@@ -11,9 +11,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import backfill
+from backfill.archive.lease import Lease
 from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
 from backfill.errors import AlreadyRunning, ApiAuthError, ApiUnavailable, NotMigrated, WrongWorkspace
-from backfill.runner import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
@@ -297,7 +298,7 @@ def test_limit_and_dry_run(dsn, fake):
 
 def test_one_runner_at_a_time(dsn, fake):
     seed(dsn, 5)
-    lease = backfill.db.Lease.take(Database(dsn), "revert")
+    lease = Lease.take(Database(dsn), "revert")
     try:
         with pytest.raises(AlreadyRunning, match=r"holds the lease on this database: `backfill revert` on "):
             go(dsn, fake)

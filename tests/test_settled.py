@@ -17,9 +17,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import backfill
-from backfill import operations
 from backfill.config import Database, LangSmith, Window
-from backfill.runner import RunOptions
+from backfill.domain.options import RunOptions
+from backfill.operations import repair as operations
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
@@ -303,7 +303,8 @@ def test_the_horizon_stays_open_while_a_transaction_newer_than_every_completed_o
     """The same race without the run's own commits in between (they hide it above): read
     right after the first transaction commits, the snapshot's xmax is the extractor's xid,
     and a horizon taken from it closed at once."""
-    from backfill import db, settle
+    from backfill.archive import gateway as db
+    from backfill.archive import settled as settle
 
     seed(dsn, 4, days=1)
     gw = db.connect(Database(dsn))

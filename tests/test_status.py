@@ -14,10 +14,11 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 import backfill
+from backfill.archive.status import StatusReport
 from backfill.cli import app
 from backfill.config import Database, Window
+from backfill.report import status_json
 from backfill.sandbox import synthetic
-from backfill.status import StatusReport
 
 from .helpers import TODAY, insert, wait_for
 
@@ -130,7 +131,7 @@ class Archive:
 def missing_after_midnight(monkeypatch):
     """Records missing "6h after their day" depends on the clock: count from midnight UTC instead,
     so that every day before today is past the threshold whatever the hour the tests run."""
-    monkeypatch.setattr(sys.modules["backfill.status"], "MISSING_WARNING_HOURS", 0)
+    monkeypatch.setattr(sys.modules["backfill.archive.status"], "MISSING_WARNING_HOURS", 0)
 
 
 @pytest.fixture
@@ -342,7 +343,7 @@ def test_python_api_returns_the_same_report(dsn, archive):
     scenario(archive)
     report = backfill.status(Database(dsn), Window.parse("14d"))
     assert isinstance(report, StatusReport)
-    assert report.to_json() == as_json(dsn) | {"as_of": report.as_of.isoformat()}
+    assert status_json.to_json(report) == as_json(dsn) | {"as_of": report.as_of.isoformat()}
     assert (report.totals.pending, report.last_run.state, report.exit_code) == (9, "unfinished", 2)
 
 

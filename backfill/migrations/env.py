@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from alembic import context
 from backfill.config import Database
 from backfill.errors import BackfillError, redact
-from backfill.migrate import log_to_stderr
+from backfill.operations.migrate import log_to_stderr
 
 VERSION_TABLE = "feedback_backfill_alembic_version"
 OUR_TABLES = {"feedback_backfill_status", "feedback_backfill_invocations", "feedback_backfill_lease", VERSION_TABLE}

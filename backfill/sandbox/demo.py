@@ -25,12 +25,15 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .. import migrate
-from ..config import Database, LangSmith, Window
-from ..errors import ConfigError
-from ..runner import RunOptions, RunSummary, run
-from . import app_schema, synthetic
-from .embedded import EmbeddedPostgres, free_port
+from backfill.config import Database, LangSmith, Window
+from backfill.domain.options import RunOptions
+from backfill.errors import ConfigError
+from backfill.operations import migrate
+from backfill.report import text
+from backfill.runner.invocation import run
+from backfill.runner.summary import RunSummary
+from backfill.sandbox import app_schema, synthetic
+from backfill.sandbox.embedded import EmbeddedPostgres, free_port
 
 PROJECTS = ("support-bot", "sales-agent", "triage")
 DEMO_KEY = "demo-not-a-secret"
@@ -141,9 +144,9 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
 
 
 def _show_status(database: Database, show: Callable[[str], None]) -> None:
-    from ..status import status
+    from backfill.archive.status import status
 
-    for line in status(database, Window.parse("14d")).lines():
+    for line in text.lines(status(database, Window.parse("14d"))):
         show(line)
 
 

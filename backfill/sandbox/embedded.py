@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from backfill.errors import ConfigError
 
 RUN_AS = "postgres"
 

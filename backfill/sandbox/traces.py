@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import synthetic
-from .fake_langsmith.listing import RunInfo
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith.listing import RunInfo
 
 CHILD_KINDS = (("llm", "ChatModel"), ("tool", "search"), ("retriever", "retriever"), ("parser", "parser"))
 

@@ -32,13 +32,13 @@ WHERE s.name = 'default_toast_compression';
 
 -- toast_lz4 --
 -- Appended to transaction_settings where toast_compression said so. Each enriched document is
--- compressed anew when written (a new TOAST value): on 2-40 KB documents pglz took 41 percent
--- of the backend's time in a run, lz4 under 3 percent, and the table grew 22 percent less
--- (bench/profile_patch.py). Reading is transparent: a column holds values of both methods.
+-- compressed anew when written (a new TOAST value), and lz4 costs the backend a small part
+-- of what pglz does (docs/benchmarks.md). Reading is transparent: a column holds values of
+-- both methods.
 SET LOCAL default_toast_compression = 'lz4';
 
 -- generic_plan --
--- Before a read that db.PLANNER names it for, for the rest of its transaction (none by
+-- Before a read that gateway.PLANNER names it for, for the rest of its transaction (none by
 -- default; bench/prepare_bench.py compares it). Without statistics for the "lacks
 -- feedback_records" expression the walk was planned generically; fb0005's extended
 -- statistics made the custom plan the ordered scan of runs_feedback_pending_idx, and the
@@ -46,7 +46,7 @@ SET LOCAL default_toast_compression = 'lz4';
 SET LOCAL plan_cache_mode = force_generic_plan;
 
 -- keyset_plan --
--- Before walk_batch (db.PLANNER), for the rest of its transaction: no bitmap scan. A bitmap
+-- Before walk_batch (gateway.PLANNER), for the rest of its transaction: no bitmap scan. A bitmap
 -- scan loses the index order, so each batch would read and sort the rest of the day; the
 -- planner picks it when it expects few rows of the day to lack records (fb0005's statistics
 -- not analyzed yet: autovacuum analyzes a large archive only after a tenth of it changed)
@@ -55,11 +55,11 @@ SET LOCAL plan_cache_mode = force_generic_plan;
 SET LOCAL enable_bitmapscan = off;
 
 -- filter_cost --
--- Before count_pending (db.PLANNER), for the rest of its transaction: operators cost ten
+-- Before count_pending (gateway.PLANNER), for the rest of its transaction: operators cost ten
 -- times the default. A function of a document (here: does it lack feedback_records?)
 -- detoasts it, which the default cost does not see; priced so, the planner prefers the
 -- partial index whose predicate it need not evaluate to runs_pkey plus that filter on every
--- row (figure-2 archive, analyzed, a day of 1,500 rows: 45-49 against 1.0-1.1 ms).
+-- row (a detoast per row).
 SET LOCAL cpu_operator_cost = 0.025;
 
 -- lease_take --
@@ -120,7 +120,7 @@ WHERE l.name = %(name)s;
 -- cannot tell that a day's ids above the mark are few); bounded above too, by the day's
 -- highest id lacking records (a backward probe of runs_feedback_pending_idx), it takes that
 -- range of runs_feedback_pending_idx, empty on a settled day, and never evaluates "lacks
--- records" on a document: db.PLANNER runs it after filter_cost, without which, on an
+-- records" on a document: gateway.PLANNER runs it after filter_cost, without which, on an
 -- analyzed archive, it took runs_pkey and evaluated it on every row (a detoast each).
 SELECT r.project, count(*) AS pending
 FROM runs AS r
@@ -191,8 +191,7 @@ SELECT now() AS now;
 -- LIMIT the LATERAL subquery (kept apart by OFFSET 0) reads it once as `#> '{}'`, an empty
 -- path, which returns the decompressed value itself whatever its type (`|| '{}'`, as in
 -- patch_batch, would turn a scalar into an array). Read as two functions of r.data, each
--- fetched and decompressed the whole document: 6.3 against 4.4 ms per batch on the figure-2
--- archive, 100 k rows (bench/profile_patch.py, variants walk_twice and shipped).
+-- would fetch and decompress the whole document.
 SELECT w.id, w.run_id, w.run_date, jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,
        w.attempts
 FROM (
@@ -364,7 +363,7 @@ WHERE EXISTS (
     WHERE r.project = l.project AND r.run_date >= %(since)s AND r.run_date < %(until)s);
 
 -- workspace_probe_runs --
--- The wrong-workspace probe (runner.Runner._check_workspace): the window's newest runs whose
+-- The wrong-workspace probe (runner.guard): the window's newest runs whose
 -- feedback_stats count records, newest day first. New feedback is the least likely to
 -- have expired or been deleted in LangSmith, so a key that gets nothing for these is the
 -- wrong key. A backward scan of the app's idx_runs_run_date that stops at %(n)s matches
@@ -392,7 +391,7 @@ SELECT r.id, r.run_id FROM runs AS r WHERE r.run_id = ANY(%(run_ids)s::text[]) O
 -- before, and md5 of what we wrote.
 -- Each document is detoasted once (`d.data || '{}'`, which returns the decompressed value
 -- itself, in a subquery kept apart by OFFSET 0): every function of r.data would otherwise
--- fetch and decompress the whole document again (four times a row; bench/profile_patch.py).
+-- fetch and decompress the whole document again (four times a row).
 -- The "still lacking" re-check is deliberately NOT written as the partial index's predicate:
 -- written the same, it lets the planner probe runs_feedback_pending_idx (run_date, id) by id
 -- alone, a scan of the whole index per row.
@@ -569,7 +568,7 @@ SET finished_at = now(), heartbeat_at = now(), outcome = %(outcome)s, message = 
 WHERE id = %(invocation_id)s;
 
 -- =====================================================================================
--- `backfill status` (backfill/status.py; rendered by status_render.py): read-only, from indexes, never runs.data.
+-- `backfill status` (backfill/archive/status.py; rendered by backfill/report/): read-only, from indexes, never runs.data.
 -- The report a DBA reads and a monitor parses; it calls no API and writes nothing.
 -- =====================================================================================
 
@@ -914,7 +913,7 @@ FROM (
 ) AS r;
 
 -- =====================================================================================
--- `backfill run --strategy auto|project` (backfill/strategy.py, listing.py, stage.py): a
+-- `backfill run --strategy auto|project` (backfill/archive/planning.py, staging.py; backfill/runner/listing.py, project.py): a
 -- project's run-level feedback listed by creation time, staged in feedback_backfill_staged,
 -- then applied to the window's rows by the walk, the patch and the checkpoint above.
 -- =====================================================================================

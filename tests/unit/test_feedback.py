@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backfill.feedback import DONE, FAILED, NO_FEEDBACK, Outcome, decide, promised, sort_records, unstorable
+from backfill.domain.records import DONE, FAILED, NO_FEEDBACK, Outcome, decide, promised, sort_records, unstorable
 
 
 def rec(i: str, created: object = "2026-11-20T10:00:00", **extra: object) -> dict[str, object]:

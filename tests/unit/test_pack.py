@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from backfill.pack import BUDGET, lower_bound, pack, scaled
+from backfill.domain.packing import BUDGET, lower_bound, pack, scaled
 
 
 def test_runs_promising_nothing_fill_one_request_of_100_ids() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from backfill.settle import Settling
+from backfill.domain.settling import Settling
 
 D1, D2, D3 = (dt.date(2026, 11, d) for d in (1, 2, 3))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backfill.strategy import ProjectFigures, choose, project_requests, ruled_out, runs_requests
+from backfill.domain.strategy import ProjectFigures, choose, project_requests, ruled_out, runs_requests
 
 
 def trace_shaped(runs: int, records: int) -> ProjectFigures:

@@ -23,7 +23,7 @@ with ``--runs-per-trace``, ``--projects``, ``--days``, ``--reviewed``, ``--until
 
 from __future__ import annotations
 
-from .listing import RunInfo
-from .server import FakeLangSmith, RequestLog
+from backfill.sandbox.fake_langsmith.listing import RunInfo
+from backfill.sandbox.fake_langsmith.server import FakeLangSmith, RequestLog
 
 __all__ = ["FakeLangSmith", "RequestLog", "RunInfo"]

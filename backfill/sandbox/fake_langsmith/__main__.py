@@ -9,9 +9,9 @@ import sys
 import threading
 from typing import Any
 
-from .. import traces
-from . import __doc__ as package_doc
-from .server import FakeLangSmith
+from backfill.sandbox import traces
+from backfill.sandbox.fake_langsmith import __doc__ as package_doc
+from backfill.sandbox.fake_langsmith.server import FakeLangSmith
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .plumbing import canonical
+from backfill.sandbox.fake_langsmith.plumbing import canonical
 
 
 @dataclass(frozen=True)

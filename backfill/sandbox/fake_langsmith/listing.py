@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .plumbing import Answer, canonical
+from backfill.sandbox.fake_langsmith.plumbing import Answer, canonical
 
 #: The tenant (workspace) every session of the fake belongs to.
 TENANT_ID = str(uuid.UUID(bytes=hashlib.sha256(b"fake-tenant").digest()[:16], version=4))

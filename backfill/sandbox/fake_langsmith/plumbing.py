@@ -4,12 +4,10 @@ and the socket trick that turns a close into a connection reset."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .server import FakeLangSmith
+from typing import Any, Protocol
 
 INFO = {
     "version": "0.0-fake",
@@ -39,18 +37,27 @@ class Reset(Exception):
     """Raised inside the handler to reset the connection instead of answering."""
 
 
+class Owner(Protocol):
+    """What the plumbing needs of the fake that owns it (``server.FakeLangSmith``)."""
+
+    def track(self, sock: socket.socket, *, add: bool) -> None: ...
+
+    def handle(self, h: Handler) -> None: ...
+
+    def reset_pending(self, sock: Any) -> bool:
+        """Whether this connection is to be reset (closed without FIN); forgets it."""
+        ...
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many concurrent clients must not see connection refused
-    owner: FakeLangSmith
+    owner: Owner
 
     def shutdown_request(self, request: Any) -> None:
         # A reset connection must be closed without the FIN that shutdown() would send,
         # so that SO_LINGER=0 turns the close into a RST.
-        with self.owner._lock:
-            reset = request in self.owner._reset_socks
-            self.owner._reset_socks.discard(request)
-        if reset:
+        if self.owner.reset_pending(request):
             self.close_request(request)
         else:
             super().shutdown_request(request)
@@ -65,25 +72,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.owner._track(self.connection, add=True)
+        self.server.owner.track(self.connection, add=True)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.owner._track(self.connection, add=False)
+            self.server.owner.track(self.connection, add=False)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and the demo own stderr
 
     def do_GET(self) -> None:
-        self.server.owner._handle(self)
+        self.server.owner.handle(self)
 
     def _not_allowed(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)  # drain, so the kept-alive connection stays in sync
-        self.server.owner._handle(self)
+        self.server.owner.handle(self)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
 

@@ -13,10 +13,10 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .. import synthetic
-from .faults import Faults
-from .listing import Catalog, Filters, parse_filters, session_json
-from .plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
+from backfill.sandbox import synthetic
+from backfill.sandbox.fake_langsmith.faults import Faults
+from backfill.sandbox.fake_langsmith.listing import Catalog, Filters, parse_filters, session_json
+from backfill.sandbox.fake_langsmith.plumbing import INFO, Answer, Handler, Reset, Server, canonical, int_param
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,13 @@ class FakeLangSmith(Faults, Catalog):
 
     # serving
 
-    def _track(self, sock: socket.socket, *, add: bool) -> None:
+    def reset_pending(self, sock: Any) -> bool:
+        with self._lock:
+            reset = sock in self._reset_socks
+            self._reset_socks.discard(sock)
+        return reset
+
+    def track(self, sock: socket.socket, *, add: bool) -> None:
         with self._lock:
             (self._socks.add if add else self._socks.discard)(sock)
 
@@ -140,7 +146,7 @@ class FakeLangSmith(Faults, Catalog):
         placed = self._placed_of(run_id)
         return placed if placed is not None else self._feedback(run_id)
 
-    def _handle(self, h: Handler) -> None:
+    def handle(self, h: Handler) -> None:
         received = time.monotonic()
         parts = urlsplit(h.path)
         path = parts.path.rstrip("/") or "/"
