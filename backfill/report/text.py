@@ -1,4 +1,4 @@
-"""`backfill status` rendered: the human report, the --check line and the --json document.
+"""`backfill status` rendered as text: the human report (and the phrases the --check line shares).
 
 Everything here reads a ``StatusReport`` (backfill.status) and formats it; nothing queries.
 The --json keys are described in docs/status-json.md.
