@@ -18,9 +18,8 @@ from backfill.report import status_json, text
 from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
-from backfill.sql import grants
 
-from .helpers import canonical, invocations, raw_rows, seed_traces, status, wait_for
+from .helpers import apply_grants, canonical, invocations, raw_rows, seed_traces, status, wait_for
 
 KEY = "lsv2_project_key_0123"
 TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots
@@ -288,7 +287,7 @@ def test_the_least_privilege_role_of_grants_sql_runs_the_project_strategy(dsn):
         conn.execute("CREATE ROLE backfill_lister LOGIN")
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_lister")
-        conn.execute(grants("backfill_lister"))
+    apply_grants(dsn, "backfill_lister")
     lister = dsn.replace("postgresql://postgres@", "postgresql://backfill_lister@")
     try:
         with serve(runs) as fake:

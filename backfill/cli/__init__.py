@@ -58,6 +58,7 @@ from backfill.cli.params import (
 )
 from backfill.config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from backfill.domain.options import RunOptions
+from backfill.domain.records import FAILED_REASONS
 from backfill.errors import BackfillError, UsageError
 from backfill.report import nagios, status_json, text
 
@@ -372,8 +373,8 @@ def retry_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Give failed runs their attempts back, so that the next `backfill run` tries them again."""
-    if reason not in (None, "api_error", "mismatch", "unstorable"):
-        raise UsageError(f"--reason must be api_error, mismatch or unstorable, got {reason!r}")
+    if reason is not None and reason not in FAILED_REASONS:
+        raise UsageError(f"--reason must be {', '.join(FAILED_REASONS[:-1])} or {FAILED_REASONS[-1]}, got {reason!r}")
     from backfill.operations.repair import retry
 
     change = retry(Database.from_env(database_url), Window.parse(since, until), reason)

@@ -1,4 +1,4 @@
-"""`backfill check`: the pre-flight command (the work is in backfill.check)."""
+"""`backfill check`: the pre-flight command (the work is in backfill.operations.check)."""
 
 from __future__ import annotations
 

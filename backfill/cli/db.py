@@ -43,7 +43,8 @@ def db_upgrade_command(
     if sql:
         migrate.offline_sql(revision)
         return
-    migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
 @db_app.command(
@@ -67,7 +68,8 @@ def db_downgrade_command(
     if sql:
         migrate.offline_sql(migrate.head(), downgrade_to=revision)
         return
-    migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
 @db_app.command("current", epilog="Example: backfill db current   (prints fb0007 (head) when up to date)", cls=Command)
@@ -88,21 +90,24 @@ def db_history_command() -> None:
 
 @db_app.command(
     "grants",
-    epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"',
+    epilog='Example: backfill db grants backfill_runner --create-role | psql "$OWNER_DATABASE_URL"'
+    "   (then \\password backfill_runner in psql)",
     cls=Command,
 )
 def db_grants_command(
     ctx: typer.Context,
-    role: Annotated[
-        str, typer.Argument(help="The login role that runs `backfill run` (it must exist).", metavar="ROLE")
-    ],
+    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run`.", metavar="ROLE")],
+    create_role: Annotated[
+        bool,
+        option("--create-role", help="Also create ROLE (LOGIN, no password) unless it exists.", panel=COMMON),
+    ] = False,
 ) -> None:
-    """Print the least-privilege GRANTs for ROLE (run, status, retry, verify; not revert/reset)."""
+    """Print a psql script granting ROLE what check, run, status, retry, verify, db current need (not revert)."""
     from backfill.sql import grants
 
-    if not role.strip() or "\0" in role:
-        raise UsageError("ROLE must be a role name")
-    typer.echo(grants(role), nl=False)
+    if not role.strip() or any(c < " " for c in role) or len(role.encode()) > 63:
+        raise UsageError("ROLE must be a role name (at most 63 bytes, no control characters)")
+    typer.echo(grants(role, create_role=create_role), nl=False)
 
 
 @db_app.command(

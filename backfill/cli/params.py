@@ -70,7 +70,7 @@ DatabaseUrl = Annotated[
     str | None,
     option(
         "--database-url",
-        help="postgresql://user:password@host:port/dbname",
+        help="postgresql://user@host:port/db (password: ~/.pgpass or PGPASSWORD)",
         panel=CONNECTION,
         metavar="URL",
         also=("DATABASE_URL",),

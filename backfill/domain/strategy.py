@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from backfill.domain.listing import SLICE_RECORDS
-from backfill.domain.packing import BUDGET, MAX_IDS, PAGE
+from backfill.domain.packing import MAX_IDS, PAGE, requests
 from backfill.domain.units import count
 
 STRATEGIES = ("auto", "runs", "project")
@@ -80,7 +80,7 @@ class Choice:
 
 def runs_requests(f: ProjectFigures) -> int:
     """The runs strategy's cost: ``packing``'s lower bound for the pending rows and their promises."""
-    return max(-(-f.pending // MAX_IDS), -(-f.promised_pending // BUDGET))
+    return requests(f.pending, f.promised_pending)
 
 
 def project_requests(f: ProjectFigures) -> int:

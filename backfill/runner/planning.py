@@ -8,7 +8,7 @@ from backfill import logs
 from backfill.archive import gateway as db
 from backfill.archive.planning import figures
 from backfill.domain.options import RunOptions
-from backfill.domain.packing import MAX_IDS
+from backfill.domain.packing import requests
 from backfill.domain.strategy import AUTO_RULE, Choice, choose
 from backfill.runner.summary import RunSummary
 
@@ -20,8 +20,11 @@ def plan(gw: db.Gateway, options: RunOptions, summary: RunSummary, by_project: M
     summary.delay_ms = o.delay_ms
     if o.strategy == "runs" or (o.strategy == "auto" and o.limit is not None) or pending == 0:
         why = "--strategy runs" if o.strategy == "runs" else "--limit" if o.limit is not None else "nothing pending"
-        summary.expected_requests = -(-min(pending, o.limit or pending) // MAX_IDS)
-        summary.choices = [f"runs for the whole window ({why}), ~{-(-pending // MAX_IDS):,} request(s) or more"]
+        # the promises are not read here: the fewest requests the ids alone need
+        summary.expected_requests = requests(min(pending, o.limit or pending), 0, o.batch_size)
+        summary.choices = [
+            f"runs for the whole window ({why}), ~{requests(pending, 0, o.batch_size):,} request(s) or more"
+        ]
         logs.event("strategy", f"strategy {o.strategy}: " + summary.choices[0], strategy="runs")
         return []
     choices = [choose(f, o.strategy) for f in figures(gw, o, by_project)]
