@@ -16,9 +16,8 @@ from typer.testing import CliRunner, Result
 from backfill.cli import app
 from backfill.langsmith import waits
 from backfill.sandbox.fake_langsmith import FakeLangSmith
-from backfill.sql import grants
 
-from .helpers import invocations, raw_rows, seed, status
+from .helpers import apply_grants, invocations, raw_rows, seed, status
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -101,10 +100,9 @@ def test_check_names_the_wrong_endpoint_as_run_does(dsn, fake, mode):
 def role_without_update(dsn: str) -> Iterator[tuple[str, str]]:
     """A login role granted sql/grants.sql minus UPDATE on runs."""
     role = f"runner_{uuid.uuid4().hex[:8]}"
+    apply_grants(dsn, role, create_role=True)  # `backfill db grants ROLE --create-role | psql`
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CONNECT ON DATABASE {dsn.rsplit('/', 1)[1]} TO {role}")
-        conn.execute(grants(role))
         conn.execute(f"REVOKE UPDATE ON runs FROM {role}")
     try:
         yield role, dsn.replace("postgresql://postgres@", f"postgresql://{role}@")

@@ -227,6 +227,14 @@ def _api(
         return []
     finally:
         source.close()
+    return _workspace(report, settings, probe, found, unread)
+
+
+def _workspace(
+    report: CheckReport, settings: LangSmith, probe: list[str], found: preflight.ApiProbe, unread: str | None
+) -> list[int]:
+    """The api line once the key was accepted: what the probe's answers say of the workspace."""
+    ws = f", LANGSMITH_WORKSPACE_ID {settings.workspace_id}" if settings.workspace_id else ""
     if unread is not None:
         report.add(
             "api",
