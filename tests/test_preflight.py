@@ -84,6 +84,28 @@ def test_an_endpoint_that_is_not_the_api_stops_the_run_at_once_marking_nothing(d
     assert inv["api_requests"] == len(fake.requests) == 1  # one answer tells: no retry, no split
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('{"detail": "not the feedback API"}', "malformed JSON answer (NotAnArray)"),
+        ("<html>gateway</html>", "malformed JSON answer (JSONDecodeError)"),  # declared JSON, not JSON
+    ],
+)
+def test_a_json_api_that_is_not_langsmith_stops_the_run_marking_nothing(dsn, fake, body, why):
+    seed(dsn, 100, days=5)
+    before = raw_rows(dsn)
+    fake.fail_next(200, body=body, times=10_000)  # 200, application/json, never the array GET /feedback returns
+    result = backfill_run(dsn, fake.url, "--delay-ms", "0")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"backfill: error: LANGSMITH_ENDPOINT {fake.url} is not the LangSmith API: GET /feedback answered no request"
+        f" with a JSON array ({why}); {ADVICE}; no row was marked"
+    )
+    # each malformed answer is retried (a transmission may break one): 5 for the probe's runs, 5 naming nobody
+    assert len(fake.requests) == 2 * 5
+    assert (status(dsn), raw_rows(dsn)) == ({}, before)
+
+
 @pytest.mark.parametrize("mode", ["404", "html", "login"])
 def test_check_names_the_wrong_endpoint_as_run_does(dsn, fake, mode):
     seed(dsn, 20)

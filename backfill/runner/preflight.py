@@ -30,11 +30,11 @@ from backfill.archive import revisions
 from backfill.config import Window
 from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport
 from backfill.domain.records import canonical_run_id
-from backfill.domain.rows import Tally
+from backfill.domain.rows import Answer, Tally
 from backfill.domain.workspace import PROBE_RUNS, wrong_workspace
 from backfill.errors import MissingPrivileges, NotMigrated, WrongWorkspace
-from backfill.langsmith.by_run import fetch_isolating
-from backfill.langsmith.transport import Transport
+from backfill.langsmith.by_run import fetch, fetch_isolating
+from backfill.langsmith.transport import BatchFailed, Transport, UrlTooLong
 
 __all__ = ["ApiProbe", "Preflight", "privileges", "probe_api", "probe_runs", "read_only", "schema", "server"]
 
@@ -141,13 +141,18 @@ def probe_api(transport: Transport, probe: list[str], tally: Tally) -> ApiProbe:
     ``transport``, its retries, waits and isolation as in a run.
 
     Raises what stops everything: ``ApiAuthError`` (the key), ``NotLangSmith`` (the endpoint;
-    also when no request is answered with a JSON array), ``ApiUnavailable`` (an outage longer
-    than the transport waits). A run the API refuses is left out of the verdict (a run's own
-    refusal, isolated as in a run).
+    also when no request is answered with a JSON array, a request naming no run's data
+    included), ``ApiUnavailable`` (an outage longer than the transport waits). A run the API
+    refuses is left out of the verdict (a run's own refusal, isolated as in a run).
     """
     before = transport.last_success
     asked = probe or [str(uuid.uuid4())]
-    got = fetch_isolating(transport, asked, tally)
+    try:
+        got: dict[str, Answer] = dict(fetch(transport, asked, tally))
+    except (BatchFailed, UrlTooLong) as exc:
+        if transport.last_success <= before and not getattr(exc, "needs_proof", False):
+            _refused_for_nobody(transport, probe, exc, tally)
+        got = fetch_isolating(transport, asked, tally)  # the probe's runs refused: isolated, as in a run
     refusals = [v.removeprefix("API error: ") for v in got.values() if isinstance(v, str)]
     if transport.last_success <= before:
         raise transport.not_the_api("/feedback", f"answered no request with a JSON array ({refusals[0]})")
@@ -162,6 +167,21 @@ def probe_api(transport: Transport, probe: list[str], tally: Tally) -> ApiProbe:
         if answer:
             found.sizes.append(len(json.dumps(answer).encode()))
     return found
+
+
+def _refused_for_nobody(transport: Transport, probe: list[str], exc: BatchFailed | UrlTooLong, tally: Tally) -> None:
+    """``exc`` refused the probe before any request was answered. If a request naming no run's
+    data (a random id) is refused too, no run is the cause: the endpoint is not the API
+    (``NotLangSmith``), said now rather than after isolating each probed run."""
+    if probe:
+        try:
+            fetch(transport, [str(uuid.uuid4())], tally)
+            return  # answered: the probe's runs are the cause
+        except (BatchFailed, UrlTooLong) as again:
+            if getattr(again, "needs_proof", False):
+                return  # maybe an outage: isolation tells
+            exc = again
+    raise transport.not_the_api("/feedback", f"answered no request with a JSON array ({exc.detail})")
 
 
 class Preflight:
