@@ -17,9 +17,9 @@ from backfill.config import Database
 from backfill.operations import migrate
 from backfill.sql import QUERIES
 
-from .helpers import seed, seed_traces
+from ..helpers import seed, seed_traces
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUR_INDEXES = {
     "runs_feedback_missing_idx",
     "feedback_backfill_status_ledger_idx",

@@ -19,7 +19,7 @@ from backfill.domain.options import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import expected_records, rows, seed, status
+from ..helpers import expected_records, rows, seed, status
 
 KEY = "lsv2_test_key_0123456789"
 #: The watchdog releases the lock after this long: then request 2 never came while batch 1 was held.

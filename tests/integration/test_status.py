@@ -20,7 +20,7 @@ from backfill.config import Database, Window
 from backfill.report import status_json
 from backfill.sandbox import synthetic
 
-from .helpers import TODAY, insert, wait_for
+from ..helpers import TODAY, insert, wait_for
 
 NOW = dt.datetime.now(dt.UTC)
 DEFAULT_PARAMS = {"batch_size": 100, "delay_ms": 1000, "max_attempts": 3}
