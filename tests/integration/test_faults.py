@@ -439,7 +439,7 @@ def test_one_poisoned_run_in_2400_is_isolated(dsn, fake):
     summary = go(dsn, fake)  # 24 batches of 100
     assert summary.exit_code == 3 and summary.failed == {"api_error": 1}
     assert_exact(dsn, fake, before, states={culprit: ("failed", "api_error")})
-    # 23 clean batches, one request each; the culprit's batch at most 2*log2(100) + 2
+    # 23 clean batches, one request each; the culprit's batch at most 2*ceil(log2(100)) + 2
     assert summary.api_requests - 23 <= 2 * 7 + 2
     assert summary.outage_wait_s == 0
     FIGURES["one poisoned run in 2,400"] = (
