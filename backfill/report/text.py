@@ -29,7 +29,9 @@ def lines(self: StatusReport) -> list[str]:
         scope = scope[: 80 - len(head) - 6] + "..."
     out = [f"{head} ({scope})"]
     if t.rows:
-        out.append(f"{_bar(t.coverage or 0.0)} {pct(t.coverage):>6} covered of {t.rows:,} rows")
+        tail = f" {pct(t.coverage):>6} covered of {t.rows:,} rows"
+        # the bar gives up what a long count needs: the line stays within 80 columns
+        out.append(_bar(t.coverage or 0.0, min(50, 78 - len(tail))) + tail)
     else:
         out.append("no rows in the window")
     out += ["", f"{'Totals':<26}{'rows':>10}"]
