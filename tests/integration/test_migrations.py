@@ -340,7 +340,7 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
     from backfill.domain.options import RunOptions
     from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-    from .helpers import status
+    from ..helpers import status
 
     ids = seed(dsn, 30)
     grants = (ROOT / "sql" / "grants.sql").read_text().replace(':"role"', "backfill_runner")

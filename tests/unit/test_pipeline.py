@@ -116,11 +116,13 @@ def test_the_next_batch_is_fetched_while_the_batch_before_it_is_written() -> Non
 
     def fetch_after_the_previous_write_began(n: int, into: Fetched) -> None:
         if n > 1:
-            steps.wait("writing", n - 1)  # a loop that fetched only after writing never gets here in time
+            steps.wait("writing", n - 1)  # still in flight when batch n-1's write begins
 
     def write_until_the_next_fetch_ends(n: int, fetched: Fetched) -> None:
         if n < 4:
-            steps.wait("fetched", n + 1)  # batch n+1's fetch ends while batch n is still being written
+            # batch n+1's fetch ends while batch n is being written: a loop that fetched only
+            # after writing never gets past this (it fails after DEADLINE_S)
+            steps.wait("fetched", n + 1)
 
     answers = Scripted({n: 1 for n in range(1, 5)}, steps, fetch_after_the_previous_write_began)
     sink = Recorder(steps, write_until_the_next_fetch_ends)
