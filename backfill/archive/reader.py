@@ -31,7 +31,7 @@ def window_params(window: Window) -> dict[str, Any]:
 def query_params(options: RunOptions, refetch_since: dt.datetime | None = None) -> dict[str, Any]:
     """The parameters the walk's queries share (count_pending, walk_batch and their refetch twins)."""
     return {
-        "projects": list(options.window.projects) or None,
+        **window_params(options.window),
         "max_attempts": options.max_attempts,
         "refetch_since": refetch_since,
         "replace_extractor": options.replace_extractor_records,

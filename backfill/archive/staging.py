@@ -74,8 +74,10 @@ def stage(
     until: dt.datetime,
     api: Tally,
     invocation_id: int | None,
+    owed: int = 0,
 ) -> None:
-    """Stage a slice and move the listing past it, in one transaction (its requests counted in it too)."""
+    """Stage a slice and move the listing past it, in one transaction: its requests counted on the
+    invocation row, and with the ``owed`` requests the listing made before it, on the listing row."""
     rows = []
     for rec in records:
         when = created_at(rec)
@@ -94,20 +96,21 @@ def stage(
             gw.execute("stage_records", {"records": db.Jsonb(rows), "listing_id": listing.id})
         gw.execute(
             "listing_progress",
-            {"listing_id": listing.id, "listed_until": until, "records": len(rows), "requests": api.requests},
+            {"listing_id": listing.id, "listed_until": until, "records": len(rows), "requests": api.requests + owed},
         )
         count_api(gw, invocation_id, api)
     listing.records += len(rows)
-    listing.requests += api.requests
+    listing.requests += api.requests + owed
     listing.listed_until = until
 
 
-def done(gw: db.Gateway, listing: Listing, fallback: str | None, api: Tally, invocation_id: int | None) -> None:
-    """The listing is complete (or given up for ``fallback``); ``api``: requests since its last slice."""
+def done(gw: db.Gateway, listing: Listing, fallback: str | None, owed: int = 0) -> None:
+    """The listing is complete (or given up for ``fallback``); ``owed``: its requests not yet on its row
+    (already on the invocation row)."""
     with gw.transaction():
-        gw.execute("listing_done", {"listing_id": listing.id, "fallback": fallback, "requests": api.requests})
-        count_api(gw, invocation_id, api)
+        gw.execute("listing_done", {"listing_id": listing.id, "fallback": fallback, "requests": owed})
     listing.fallback = fallback
+    listing.requests += owed
 
 
 def applied(gw: db.Gateway, listing: Listing) -> None:

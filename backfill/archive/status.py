@@ -64,6 +64,7 @@ from typing import Any
 
 from backfill.archive import gateway as db
 from backfill.archive.lease import LEASE_NAME
+from backfill.archive.reader import window_params
 from backfill.config import Database, Window
 from backfill.domain.options import RunOptions
 from backfill.domain.status import (
@@ -120,12 +121,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         last = runs[-1] if runs else None
         params = last.params if last else {}
         max_attempts = _int_param(params, "max_attempts")
-        where = {
-            "since": window.since,
-            "until": window.until,
-            "projects": list(window.projects) or None,
-            "max_attempts": max_attempts,
-        }
+        where = {**window_params(window), "max_attempts": max_attempts}
         gw.execute("status_settings", where)
         per_day = {r["run_date"]: r["total"] for r in gw.execute("status_runs_by_day", where)}
         by_day = "status_checkpoint_by_day_projects" if window.projects else "status_checkpoint_by_day"
@@ -142,6 +138,7 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         rows_per_s=last.rows_per_s if last else None,
         batch_size=_int_param(params, "batch_size"),
         delay_ms=_int_param(params, "delay_ms"),
+        promised=data.promised_lacking,
     )
     throughput = _throughput(runs)
     return StatusReport(

@@ -1,1 +1,4 @@
-"""TODO"""
+"""Pure values and rules of the backfill, with no I/O.
+
+Records, rows and outcomes, packing, strategies, settling, the status figures.
+"""

@@ -64,6 +64,12 @@ def scaled(promised: int, received: int) -> float:
     return min(1.0, max(0.01, received / promised))
 
 
+def requests(runs: int, promised: int, most: int = MAX_IDS) -> int:
+    """The requests ``pack`` needs at least for ``runs`` runs promising ``promised`` records, at
+    most ``most`` ids each: the estimate of the runs strategy wherever one is shown."""
+    return max(-(-runs // min(most, MAX_IDS)), -(-promised // BUDGET))
+
+
 def lower_bound(runs: int, records: int) -> int:
     """The fewest requests that can fetch ``records`` records of ``runs`` runs: max(⌈runs/100⌉, ⌈records/100⌉)."""
     return max(-(-runs // MAX_IDS), -(-records // PAGE))

@@ -13,6 +13,10 @@ from typing import Any
 import orjson
 
 DONE, NO_FEEDBACK, FAILED, INVALID = "done", "no_feedback", "failed", "invalid"
+#: Why a row failed (``FAILED``, retried up to --max-attempts) or is invalid (never fetched).
+FAILED_REASONS = ("api_error", "mismatch", "unstorable")
+INVALID_RUN_ID, NOT_AN_OBJECT = "invalid_run_id", "not_an_object"
+INVALID_REASONS = (INVALID_RUN_ID, NOT_AN_OBJECT)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from backfill.domain.records import INVALID, Outcome, canonical_run_id, promised
+from backfill.domain.records import INVALID, INVALID_RUN_ID, NOT_AN_OBJECT, Outcome, canonical_run_id, promised
 
 #: What a fetch brought for one run: its records, or why its fetch failed.
 Answer = list[dict[str, Any]] | str
@@ -28,9 +28,9 @@ class Row:
 def invalid(row: Row) -> Outcome | None:
     """The outcome of a row no request can serve (its run_id is not a UUID, its data not an object), else None."""
     if canonical_run_id(row.run_id) is None:
-        return Outcome(INVALID, "invalid_run_id", error=f"run_id {row.run_id[:80]!r} is not a UUID")
+        return Outcome(INVALID, INVALID_RUN_ID, error=f"run_id {row.run_id[:80]!r} is not a UUID")
     if row.data_type != "object":
-        return Outcome(INVALID, "not_an_object", error=f"data is a JSON {row.data_type}, not an object")
+        return Outcome(INVALID, NOT_AN_OBJECT, error=f"data is a JSON {row.data_type}, not an object")
     return None
 
 

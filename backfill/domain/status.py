@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfill.config import Window
+from backfill.domain.packing import requests
+from backfill.domain.records import FAILED_REASONS, INVALID_REASONS
 
 #: The spec's alert thresholds.
 CRITICAL_FAILURE_RATE = 0.05
@@ -29,8 +31,6 @@ DATA_FIGURES = (
     "ledger_extractor",
 )
 
-FAILED_REASONS = ("api_error", "mismatch", "unstorable")
-INVALID_REASONS = ("invalid_run_id", "not_an_object")
 REASONS = FAILED_REASONS + INVALID_REASONS
 LEVELS = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
 
@@ -172,6 +172,7 @@ class Eta:
     rows_per_s: float | None
     batch_size: int
     delay_ms: int
+    promised: int = 0  # records the pending rows' feedback_stats promise
 
     @property
     def seconds(self) -> int | None:
@@ -181,8 +182,8 @@ class Eta:
 
     @property
     def floor_seconds(self) -> int:
-        """The pacing alone: one request of batch_size run ids per delay_ms at best."""
-        return math.ceil(math.ceil(self.pending / self.batch_size) * self.delay_ms / 1000)
+        """The pacing alone: the requests ``packing`` needs at least, one per delay_ms at best."""
+        return math.ceil(requests(self.pending, self.promised, self.batch_size) * self.delay_ms / 1000)
 
 
 @dataclass(frozen=True)

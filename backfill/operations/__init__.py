@@ -1,1 +1,4 @@
-"""TODO"""
+"""Commands over the runner and the archive, as the CLI and a program call them.
+
+check, verify, retry/reset/revert, migrate.
+"""

@@ -20,7 +20,6 @@ back; the API probe is GET /feedback only. Exit code: 0 without FAIL, 1 with any
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +31,7 @@ from backfill.archive import gateway as db
 from backfill.archive import reader
 from backfill.archive.status import AT_RISK_AGE_DAYS, status
 from backfill.config import Database, LangSmith, Window
+from backfill.domain import packing
 from backfill.domain.checks import FAIL, FAIL_WITHOUT, NEEDS, OK, WARN, CheckReport, Item  # noqa: F401  (re-exported)
 from backfill.domain.options import RunOptions
 from backfill.domain.records import canonical_run_id
@@ -61,6 +61,8 @@ def check(
     options = RunOptions(window=window, batch_size=batch_size, delay_ms=delay_ms)
     probe: list[str] = []
     migrated = False
+    # why the API probe has no run of the window to ask, when it is not the window itself
+    unread: str | None = "the database could not be read"
     try:
         gw = db.connect(database)
     except BackfillError as exc:
@@ -69,12 +71,13 @@ def check(
     if gw is not None:
         try:
             migrated, probe = _database(gw, report, options)
+            unread = None if migrated else "our tables are missing"
         except BackfillError as exc:
             report.add("database", FAIL, str(exc))
         finally:
             gw.close()
         _pooler(database, report)
-    sizes = _api(langsmith, report, probe, delay_ms)
+    sizes = _api(langsmith, report, probe, delay_ms, unread)
     if migrated:
         try:
             _estimates(database, report, options, sizes)
@@ -188,7 +191,7 @@ def _privileges(report: CheckReport, got: dict[str, Any]) -> None:
 def _pooler(database: Database, report: CheckReport) -> None:
     """Is something between us and PostgreSQL, and what?
 
-    Three read-only signals, verified against PgBouncer 1.18 (tests/test_check.py):
+    Three read-only signals, verified against PgBouncer 1.18 (tests/integration/test_check.py):
     1. the port we connected to differs from ``inet_server_port()`` (the server's own socket):
        a pooler or a TCP proxy is in between;
     2. PgBouncer refuses the ``options`` startup parameter ("unsupported startup parameter")
@@ -248,8 +251,11 @@ def key_name(settings: LangSmith) -> str:
     return f"LANGSMITH_API_KEY{tail}"
 
 
-def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str], delay_ms: int) -> list[int]:
-    """Key and workspace, by GETs of the probe's runs; returns the JSON sizes of their records."""
+def _api(
+    factory: Callable[[], LangSmith], report: CheckReport, probe: list[str], delay_ms: int, unread: str | None = None
+) -> list[int]:
+    """Key and workspace, by GETs of the probe's runs; returns the JSON sizes of their records.
+    ``unread``: why the window's runs could not be read (then only the key is probed)."""
     try:
         settings = factory()
     except BackfillError as exc:
@@ -282,6 +288,14 @@ def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str]
         return []
     finally:
         source.close()
+    if unread is not None:
+        report.add(
+            "api",
+            WARN,
+            f"{key_name(settings)} accepted at {settings.endpoint}; the workspace was not probed: {unread}, so no"
+            " run of the window could be asked for",
+        )
+        return []
     if not probe:
         report.add(
             "api",
@@ -328,7 +342,7 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
         gw.close()
     rep = status(database, w)
     promised = rep.data.promised_lacking
-    requests = math.ceil(pending / options.batch_size)
+    requests = packing.requests(pending, promised, options.batch_size)
     seconds = requests * options.delay_ms / 1000
     est: dict[str, Any] = {
         "pending": pending,
@@ -341,8 +355,8 @@ def _estimates(database: Database, report: CheckReport, options: RunOptions, api
     report.add(
         "pending",
         OK,
-        f"{pending:,} row(s) to examine: {requests:,} request(s) of {options.batch_size} run ids"
-        " (assuming one page each: a run with over 100 records needs more)",
+        f"{pending:,} row(s) to examine: {requests:,} request(s) of at most {options.batch_size} run ids,"
+        " packed by the records their feedback_stats promise (a run with over 100 records needs more)",
         pending=pending,
         requests=requests,
     )

@@ -35,6 +35,8 @@ class Lister:
     transport: Transport
     invocation_id: int | None
     spent: Callable[[Tally], None]
+    #: requests of the listing not yet on its row (the project's id asked, a slice refused)
+    owed: int = 0
 
     def session_id(self, project: str, window: Window) -> str:
         """The project's id in LangSmith: the session_id the extractor archived, else asked by name."""
@@ -48,6 +50,7 @@ class Lister:
             return by_project.session_id(self.transport, project, tally)
         finally:
             self._count(tally)
+            self.owed += tally.requests
 
     def list_all(self, listing: Listing, expected: int) -> None:
         """List and stage every slice from ``listing.listed_until`` to ``listing.listed_to``."""
@@ -60,6 +63,7 @@ class Lister:
                 records = by_project.list_slice(self.transport, listing.session_id, a, b, tally)
             except by_project.SliceRefused as refused:
                 self._count(tally)
+                self.owed += tally.requests
                 if b - a <= MIN_SLICE:
                     raise ListingFailed(f"the listing of {listing.project} could not be paged ({refused})") from None
                 width = max(MIN_SLICE, (b - a) / 2)
@@ -67,13 +71,15 @@ class Lister:
             except BaseException:
                 self._count(tally)
                 raise
-            staging.stage(self.gw, listing, records, b, tally, self.invocation_id)
+            staging.stage(self.gw, listing, records, b, tally, self.invocation_id, self.owed)
+            self.owed = 0
             self.spent(tally)
             a = b
             width = next_width(width, len(records))
 
     def done(self, listing: Listing, fallback: str | None) -> None:
-        staging.done(self.gw, listing, fallback, Tally(), self.invocation_id)
+        staging.done(self.gw, listing, fallback, self.owed)
+        self.owed = 0
 
     def check_sample(self, listing: Listing, window: Window) -> tuple[str | None, int]:
         """Why the listing cannot be trusted (it differs from the run-by-run answers of a sample),

@@ -105,113 +105,96 @@ EMPTY = StatusReport(
 )
 
 FULL_TEXT = """\
-feedback-backfill status: run_date 2026-11-17 .. 2026-11-30 (proj-a, proj-b)
-[#######################################..........]  81.0% covered of 1,000 rows
+feedback-backfill: run_date 2026-11-17 to 2026-11-30 inclusive, projects proj...
+progress   81.0%  810 of 1,000 rows done: enriched, no feedback or invalid
+coverage   92.9%  650 of 700 rows hold the records their feedback_stats count
 
-Totals                          rows
-  in window                    1,000
-  enriched (done)                600  1,500 feedback records stored
-  no feedback                    200
-  invalid                         10  never to be fetched
-  failed                          40  retried up to max attempts
-  pending                        150  never examined
-  examined                       850  failure rate 5.9% (failed + invalid)
-  coverage                     81.0%  (done + no feedback + invalid) / rows
-  feedback coverage rate       92.9%  650 of 700 examined rows
-                                      whose feedback_stats count records
+run_date        rows  enriched   no fb invalid  failed pending missing
+2026-11-17       500       300     100      10      40      50      30  at risk
+2026-11-29       500       300     100       0       0     100      20
+total          1,000       600     200      10      40     150      50
+at risk   12+ days old with rows left: LangSmith keeps base traces 14 days
+failures  api_error 30 (2 at max attempts), mismatch 10 (1 at max attempts),
+          invalid_run_id 6, not_an_object 4
 
-What the rows hold now          rows  (from the indexes, not the checkpoint)
-  lacking records                340  feedback_records absent or null
-    re-archived since              5  we had enriched them; next run redoes
-  our records                    600  the API's, written by the backfill
-  extractor's records             20  its reduced shape; left as they are
-  other records                   40  neither (by hand, another tool)
-  promised records               700  feedback_stats count records
-    lacking them                  50
-  feedback coverage rate       92.9%  650 of 700 promised rows hold records
-
-Failures by reason        rows  attempts    at max (3)
-  api_error                 30        45             2
-  mismatch                  10        20             1
-  unstorable                 0         0             0
-  invalid_run_id             6         6             0
-  not_an_object              4         4             0
-
-Runs (4 so far, all windows)
-  last run #4: finished 2026-11-30 10:20:00 UTC, completed_with_failures
-    started 2026-11-30 10:00:00 UTC, ran 20m 00s
-    examined 850 rows: 0.71 rows/s; 1,500 records stored
-    API 120 requests, 6 failed (5.0% error rate)
-    strategy mixed: 40 request(s) saved against run by run
-    waited 30s on rate limits (429), 1m 35s on API failures and outages
-  lease: free, released 2026-11-30 10:21:00 UTC
-    by `backfill run` on db-host-1 (pid 4242)
-  ETA for 150 pending rows: 3m 32s at 0.71 rows/s
-    floor 2s at --delay-ms 1000 --batch-size 100
-  throughput: run #4 0.71 rows/s, mean of 3 earlier run(s) 1.50
-
-Per day          total      done   no fb  invalid   pending  failed
-  2026-11-17       500       300     100       10        50      40  at risk
-  2026-11-29       500       300     100        0       100       0
-
-Per day, data   lacking  re-arch     ours  extract  promised  missing
-  2026-11-17         90        5      300       20       400       30
-  2026-11-29        250        0      300        0       300       20
-
-at risk: run_date 12+ days old with pending or failed rows. LangSmith keeps
-base traces 14 days (runs that received feedback get 400-day retention),
-so their feedback may soon be unreachable: a risk, not a certainty.
-
-Alerts
-  WARNING  last run 0.71 rows/s < 1.00 (2/3 of the earlier runs' mean)
-  CRITICAL failure rate 5.9% > 5%"""
+last run  #4 completed with failures 2026-11-30 10:20 UTC after 20m 00s
+          850 rows (0.71/s), 1,500 records, 120 requests (6 failed)
+          strategy mixed: 40 requests saved against run by run
+          waited 30s on rate limits (429), 1m 35s on API failures and outages
+ETA       150 pending rows: 3m 32s at 0.71 rows/s (at best 2s at --delay-ms
+          1000)
+CRITICAL  failure rate 5.9% > 5%
+WARNING   last run 0.71 rows/s < 1.00 (2/3 of the earlier runs' mean)"""
 
 
 def test_the_text_report_of_a_window_with_a_finished_run_failures_and_alerts() -> None:
     assert text.lines(FULL) == FULL_TEXT.split("\n")
 
 
+def test_the_verbose_report_adds_the_data_the_failures_by_reason_and_the_runs() -> None:
+    lines = text.lines(FULL, verbose=True)
+    assert lines[:7] == FULL_TEXT.split("\n")[:7]
+    data = lines.index("What the rows hold now          rows  (from the indexes, not the checkpoint)")
+    assert lines[data + 1 : data + 8] == [
+        "  lacking records                340  feedback_records absent or null",
+        "    re-archived since              5  we had enriched them; next run redoes",
+        "  our records                    600  the API's, written by the backfill",
+        "  extractor's records             20  its reduced shape; left as they are",
+        "  other records                   40  neither (by hand, another tool)",
+        "  promised records               700  feedback_stats count feedback",
+        "    missing them                  50",
+    ]
+    failures = lines.index("Failures by reason        rows  attempts    at max (3)")
+    assert lines[failures + 1 : failures + 6] == [
+        "  api_error                 30        45             2",
+        "  mismatch                  10        20             1",
+        "  unstorable                 0         0             0",
+        "  invalid_run_id             6         6             0",
+        "  not_an_object              4         4             0",
+    ]
+    runs = lines.index("runs      4 so far, all windows")
+    assert lines[runs - 2 : runs + 5] == [
+        "  lease: free, released 2026-11-30 10:21:00 UTC",
+        "    by `backfill run` on db-host-1 (pid 4242)",
+        "runs      4 so far, all windows",
+        "          last run started 2026-11-30 10:00:00 UTC; API error rate 5.0%",
+        "speed     run #4 0.71 rows/s, mean of 3 earlier runs 1.50",
+        "ETA       150 pending rows: 3m 32s at 0.71 rows/s (at best 2s at --delay-ms 1000",
+        "          --batch-size 100)",
+    ]
+    assert "so their feedback may soon be unreachable: a risk, not a certainty." in lines  # the whole risk note
+
+
 def test_the_text_report_of_an_empty_window_before_any_run() -> None:
-    lines = text.lines(EMPTY)
-    assert lines[:2] == [
-        "feedback-backfill status: run_date 2026-11-17 .. 2026-11-30 (all projects)",
-        "no rows in the window",
-    ]
-    assert "  examined                         0  failure rate - (failed + invalid)" in lines
-    assert "  coverage                         -  (done + no feedback + invalid) / rows" in lines
-    runs = lines.index("Runs (0 so far, all windows)")
-    assert lines[runs : runs + 3] == [
-        "Runs (0 so far, all windows)",
-        "  no `backfill run` yet",
-        "  ETA: no pending rows",
-    ]
-    assert lines[-5:] == [
-        "Per day          total      done   no fb  invalid   pending  failed",
-        "  (no rows)",
+    assert text.lines(EMPTY) == [
+        "feedback-backfill: run_date 2026-11-17 to 2026-11-30 inclusive, all projects",
+        "progress       -  no rows in the window",
+        "coverage       -  no row's feedback_stats count feedback",
         "",
-        "Alerts",
-        "  OK       none",
+        "run_date        rows  enriched   no fb invalid  failed pending missing",
+        "(no rows)",
+        "",
+        "last run  none yet",
+        "ETA       no pending rows",
+        "OK        no alert",
     ]
 
 
 def test_a_run_in_progress_and_the_lease_it_holds() -> None:
+    seconds = dt.timedelta(seconds=1)
     running = dataclasses.replace(
-        LAST_RUN, state="running", outcome=None, finished_at=None, heartbeat_at=AS_OF - 90 * dt.timedelta(seconds=1)
+        LAST_RUN, state="running", outcome=None, finished_at=None, heartbeat_at=AS_OF - 90 * seconds
     )
-    held = dataclasses.replace(LEASE, heartbeat_at=AS_OF - 20 * dt.timedelta(seconds=1), expires_at=AS_OF + 2 * MIN)
-    lines = text.lines(
-        dataclasses.replace(FULL, last_run=running, runner_pid=4242, lease=dataclasses.replace(held, state="held"))
-    )
-    start = lines.index("Runs (4 so far, all windows)")
-    assert lines[start + 1 : start + 3] == [
-        "  last run #4: running (pid 4242), last heartbeat 1m 30s ago",
-        "    started 2026-11-30 10:00:00 UTC, 1h 58m so far",
-    ]
-    assert [
+    held = dataclasses.replace(LEASE, heartbeat_at=AS_OF - 20 * seconds, expires_at=AS_OF + 2 * MIN, state="held")
+    report = dataclasses.replace(FULL, last_run=running, runner_pid=4242, lease=held)
+    lines = text.lines(report)
+    start = lines.index("last run  #4 running on db-host-1 (pid 4242) for 1h 58m, heartbeat 1m 30s ago")
+    assert lines[start + 1] == "          850 rows (0.12/s), 1,500 records, 120 requests (6 failed)"
+    assert [line for line in text.lines(report, verbose=True) if "lease" in line or "(pid 4242) since" in line] == [
         "  lease: held, alive (heartbeat 20s ago, expires in 2m 00s)",
         "    by `backfill run` on db-host-1 (pid 4242) since 10:00:00 UTC",
-    ] == [line for line in lines if "lease:" in line or "since 10:00" in line]
-    expired = text.lines(dataclasses.replace(FULL, lease=dataclasses.replace(LEASE, state="expired")))
+    ]
+    expired = text.lines(dataclasses.replace(FULL, lease=dataclasses.replace(LEASE, state="expired")), verbose=True)
     assert "  lease: free, expired 1h 39m ago without a release (holder killed?)" in expired
 
 
@@ -220,11 +203,11 @@ def test_every_line_fits_80_columns_and_a_long_scope_is_cut() -> None:
     many = dataclasses.replace(FULL, window=dataclasses.replace(FULL.window, projects=projects))
     huge = dataclasses.replace(FULL, totals=dataclasses.replace(FULL.totals, rows=1_234_567_890))
     for report in (FULL, EMPTY, many, huge):
-        assert max(len(line) for line in text.lines(report)) <= 80
+        for verbose in (False, True):
+            assert max(len(line) for line in text.lines(report, verbose=verbose)) <= 80
     head = text.lines(many)[0]
-    assert head.startswith("feedback-backfill status: run_date 2026-11-17 .. 2026-11-30 (project-0, ")
-    assert head.endswith("...)") and len(head) <= 80
-    assert text.lines(huge)[1] == "[" + "." * 41 + "]   0.1% covered of 1,234,567,890 rows"
+    assert head.startswith("feedback-backfill: run_date 2026-11-17 to 2026-11-30 inclusive, projects proj")
+    assert head.endswith("...") and len(head) <= 80
 
 
 def test_the_check_line_for_nagios() -> None:
@@ -237,7 +220,7 @@ def test_the_check_line_for_nagios() -> None:
         f" runs' mean) | {perf} rows_per_s=0.708;;;0"
     )  # the worst alert first
     assert nagios.check_line(dataclasses.replace(FULL, alerts=[], throughput=Throughput())) == (
-        f"FEEDBACK-BACKFILL OK - coverage 81.0%, 150 pending, 50 failed, feedback coverage 92.9% (data) | {perf}"
+        f"FEEDBACK-BACKFILL OK - progress 81.0% (150 pending, 50 failed), coverage 92.9% | {perf}"
     )
     assert nagios.check_line(EMPTY) == (
         "FEEDBACK-BACKFILL OK - no rows in the window | coverage=U;;;0;100 failure_rate=U;;5;0;100 rows=0;;;0"

@@ -70,12 +70,16 @@ def test_the_lines_of_a_project_run_with_a_fallback() -> None:
     ]
 
 
-def test_the_lines_of_a_dry_run() -> None:
+def test_the_lines_of_a_dry_run_with_its_estimate() -> None:
     s = RunSummary(dry_run=True, examined=40, pending_at_start=40, would_be_invalid=2, elapsed_s=0.5)
     s.choices = ["proj-a: project (10 requests against 400)", "proj-b: runs"]
+    s.expected_requests, s.delay_ms = 130, 1000
     assert s.lines() == [
         "dry run: would examine 40 row(s) of 40 pending in 0.5s (80.0 rows/s)",
         "  invalid      2 row(s) would be recorded invalid, without an API call",
         "  strategy     proj-a: project (10 requests against 400)",
         "    proj-b: runs",
+        "  estimate     ~130 API requests, at least 2m 10s at --delay-ms 1000 (the pacing alone)",
     ]
+    one = RunSummary(expected_requests=1).estimate()
+    assert one == "~1 API request, at least 0s at --delay-ms 0 (the pacing alone)"
