@@ -9,7 +9,7 @@ drop them all. In the app's ``env.py``::
     context.configure(..., include_object=include_object)
 
 The names below are every object ``backfill db upgrade`` creates, checked against the
-catalog by tests/test_app_alembic.py: a revision that adds an object must add its name here.
+catalog by tests/integration/test_app_alembic.py: a revision that adds an object must add its name here.
 (Module ``backfill.alembic``; ``from alembic import ...`` elsewhere in the package still
 imports Alembic itself, as imports are absolute.)
 """

@@ -7,7 +7,7 @@ The archive (backfill.sandbox.traces.trace_archive): traces of 10 runs, feedback
 the roots (5 % of the runs), 14 days, two projects. Each strategy runs `backfill.run` over
 its own copy of one template database, at --delay-ms 0, against the fake LangSmith in its
 own process (serving the same archive: ``--traces N --now ...``); the request counts are
-the run's own (the invocation row's, which tests/test_project_strategy.py checks against
+the run's own (the invocation row's, which tests/integration/test_project_strategy.py checks against
 the fake). The time at the spec's --delay-ms 1000 is computed: requests x 1 s is the pacing
 floor; adding the run's whole time at zero delay gives a bound that assumes none of the
 database work overlaps the pacing (the runs strategy fetches one batch ahead, so it does).

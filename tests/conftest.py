@@ -1,5 +1,16 @@
 """A real, throwaway PostgreSQL (pytest-postgresql) and per-test databases from templates.
 
+The suite is in layers, one directory each:
+
+* ``unit``: pure logic, in-process, no server and no socket (the whole layer in seconds);
+* ``component``: the LangSmith side (``backfill.langsmith``) and its fake over real HTTP;
+* ``integration``: the library and the CLI on a real PostgreSQL and the fake;
+* ``system``: the tool as processes (signals, kill -9, PgBouncer, the demo, the bench
+  commands), marked ``slow``;
+
+and at the top, checks of the repository itself (lint, docs). ``scripts/test --fast`` runs
+unit and component: those two never start PostgreSQL (``pytest_collection_modifyitems``).
+
 As root (CI), the server runs as the unprivileged user ``postgres`` through
 tests/pg_ctl_as_postgres, because initdb and pg_ctl refuse to run as root.
 """
@@ -31,8 +42,10 @@ APP_SCHEMA = app_schema()
 OUR_ENV = ("DATABASE_URL", "LANGSMITH_", "LANGCHAIN_", "PG", "BACKFILL_")
 
 
-#: Why PostgreSQL cannot be started, if it cannot (the unit layer, tests/unit, needs none).
+#: Why PostgreSQL cannot be started, if it cannot (the unit and component layers need none).
 NO_SERVER: list[str] = []
+#: The layers that run without PostgreSQL (``scripts/test --fast``, on any machine).
+SERVER_FREE = ("unit", "component")
 
 
 def _pg_ctl() -> str:
@@ -73,9 +86,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _OWN_BASETEMP = pytest.StashKey[Path]()
 
 
+def _needs_server(item: pytest.Item) -> bool:
+    return "postgresql_proc" in getattr(item, "fixturenames", ())
+
+
+def _layer(item: pytest.Item) -> str | None:
+    path = Path(item.path)
+    return path.relative_to(HERE).parts[0] if path.is_relative_to(HERE) else None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Without server binaries, stop at once with the reason, unless no test needs a server."""
-    if NO_SERVER and any("postgresql_proc" in getattr(item, "fixturenames", ()) for item in items):
+    """A server-free layer's test that asks for PostgreSQL is refused (it belongs in
+    integration); without server binaries, stop at once with the reason, unless no test
+    needs a server."""
+    misplaced = [item.nodeid for item in items if _layer(item) in SERVER_FREE and _needs_server(item)]
+    if misplaced:
+        raise pytest.UsageError(
+            f"tests in {' and '.join(SERVER_FREE)} run without PostgreSQL, but these ask for it"
+            f" (move them to tests/integration): {', '.join(misplaced)}"
+        )
+    if NO_SERVER and any(_needs_server(item) for item in items):
         pytest.exit(NO_SERVER[0], returncode=4)
 
 

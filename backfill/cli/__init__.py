@@ -3,7 +3,7 @@
 Data goes to stdout (so --json and listings pipe cleanly); progress and messages to stderr.
 Errors become exit codes in one place (``_Group.invoke``). The library is imported inside
 each command, so that `backfill --help` and `backfill status` never load the LangSmith SDK
-(tests/test_startup.py checks it).
+(tests/integration/test_startup.py checks it).
 """
 
 from __future__ import annotations

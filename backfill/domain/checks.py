@@ -100,8 +100,8 @@ class CheckReport:
         return 1 if self.status == FAIL else 0
 
     def lines(self) -> list[str]:
-        scope = ", ".join(self.window.projects) if self.window.projects else "all projects"
-        out = [f"backfill check: {self.window.describe()} ({scope})"]
+        scope = "" if self.window.projects else " (all projects)"  # describe() names the projects
+        out = [f"backfill check: {self.window.describe()}{scope}"]
         out += [i.line() for i in self.items]
         fails = sum(1 for i in self.items if i.level == FAIL)
         warns = sum(1 for i in self.items if i.level == WARN)

@@ -51,8 +51,8 @@ def fetch_isolating(transport: Transport, run_ids: list[str], tally: Tally) -> d
     after its own failure has succeeded; where none has, and where both halves fail (two
     poisoned runs, or an outage), ``transport.healthy()`` probes with a run known to be fine,
     and waits out an outage (no row marked, no attempt spent) before asking again. One
-    poisoned run in a batch of n costs at most 2*log2(n) + 2 requests: the whole batch, two
-    per halving, and one probe when the culprit is the last of its pair.
+    poisoned run in a batch of n costs at most 2*ceil(log2(n)) + 2 requests (16 for 100): the
+    whole batch, two per halving, and one probe when the culprit is the last of its pair.
     """
     out: dict[str, Answer] = {}
     i = 0

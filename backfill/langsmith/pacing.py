@@ -68,7 +68,8 @@ class Pacer:
 
     def widen(self) -> None:
         self._good = 0
-        self.interval_s = min(PACE_CAP_S, max(PACE_MIN_S, 2 * self.interval_s, self.delay_s))
+        # never below delay_s: the cap bounds the widening, not --delay-ms itself
+        self.interval_s = max(self.delay_s, min(PACE_CAP_S, max(PACE_MIN_S, 2 * self.interval_s)))
 
     def succeeded(self) -> None:
         self._good += 1

@@ -128,7 +128,7 @@ def migrate_revisions() -> list[str]:
 def _pooler(database: Database, report: CheckReport) -> None:
     """Is something between us and PostgreSQL, and what?
 
-    Three read-only signals, verified against PgBouncer 1.18 (tests/test_check.py):
+    Three read-only signals, verified against PgBouncer 1.18 (tests/integration/test_check.py):
     1. the port we connected to differs from ``inet_server_port()`` (the server's own socket):
        a pooler or a TCP proxy is in between;
     2. PgBouncer refuses the ``options`` startup parameter ("unsupported startup parameter")

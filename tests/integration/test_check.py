@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import apply_grants, invocations, raw_rows, seed, status
-from .test_pgbouncer import bouncer  # noqa: F401  (the module's PgBouncer fixture)
+from ..helpers import apply_grants, invocations, raw_rows, seed, status
+from ..system.test_pgbouncer import bouncer  # noqa: F401  (the module's PgBouncer fixture)
 
 KEY = "lsv2_check_secret_key_7f3a"
 

@@ -18,7 +18,7 @@ from backfill.errors import AlreadyRunning, ApiAuthError, ApiUnavailable, NotMig
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, expected_records, insert, invocations, raw_rows, rows, seed, status
+from ..helpers import TODAY, expected_records, insert, invocations, raw_rows, rows, seed, status
 
 KEY = "lsv2_test_key_0123456789"
 

@@ -40,7 +40,7 @@ from backfill.runner.summary import RunSummary
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith, RequestLog
 
-from .helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed, status, wait_for
+from ..helpers import TODAY, canonical, insert, invocations, raw_rows, rows, seed, status, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +65,7 @@ def fake() -> Iterator[FakeLangSmith]:
 
 
 def go(dsn: str, fake: FakeLangSmith, **opts: Any) -> RunSummary:
-    """`backfill run` through the Python API, as tests/test_run.py's ``go``."""
+    """`backfill run` through the Python API, as tests/integration/test_run.py's ``go``."""
     opts.setdefault("delay_ms", 0)
     opts.setdefault("backoff_s", 0.001)
     window = opts.pop("window", None) or Window.parse("14d")
@@ -203,7 +203,7 @@ def test_429_without_retry_after_backs_off_and_completes(dsn, fake, times):
     before = raw_rows(dsn)
     fake.pass_next(PROBE)
     fake.fail_next(429, times=times)
-    # the default first wait is 10 s (tests/test_faults.py's 20 s window uses it); 0.05 s here
+    # the default first wait is 10 s (tests/integration/test_faults.py's 20 s window uses it); 0.05 s here
     summary = go(dsn, fake, rate_limit_first_s=0.05)
     assert summary.exit_code == 0
     got = batch_arrivals(fake)
@@ -277,6 +277,7 @@ def test_a_500_splits_the_batch_at_once_and_a_success_proves_the_api_healthy(dsn
     assert_exact(dsn, fake, before)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_25_s_outage_of_500s_mid_run_is_waited_out_marking_nothing(dsn):
     """The issue's incident: 600 rows, every request answers 500 for 25 s from batch 4 on."""
@@ -330,6 +331,7 @@ def test_an_outage_longer_than_outage_wait_stops_with_exit_1_and_the_rerun_is_ex
         )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigterm_during_an_outage_wait_stops_at_once_marking_nothing(dsn, fake):
     seed(dsn, 30, days=1)
@@ -364,6 +366,7 @@ def test_an_outage_of_503s_from_the_start_is_waited_out(dsn, fake):
     assert_exact(dsn, fake, before)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_20_s_window_of_429_without_retry_after_is_waited_out(dsn):
     """LangSmith's load balancer: 429 to everything for 20 s, no Retry-After, mid-run."""
@@ -455,7 +458,7 @@ def test_one_poisoned_run_in_2400_is_isolated(dsn, fake):
     summary = go(dsn, fake)  # 24 batches of 100
     assert summary.exit_code == 3 and summary.failed == {"api_error": 1}
     assert_exact(dsn, fake, before, states={culprit: ("failed", "api_error")})
-    # 23 clean batches, one request each; the culprit's batch at most 2*log2(100) + 2
+    # 23 clean batches, one request each; the culprit's batch at most 2*ceil(log2(100)) + 2
     assert summary.api_requests - 23 <= 2 * 7 + 2
     assert summary.outage_wait_s == 0
     FIGURES["one poisoned run in 2,400"] = (
@@ -1078,8 +1081,8 @@ def test_the_api_key_and_the_database_password_are_never_printed_nor_stored(dsn,
 
 
 def test_every_test_named_in_docs_reliability_exists():
-    root = Path(__file__).resolve().parent.parent
-    named = re.findall(r"`(tests/\w+\.py)::(\w+)`", (root / "docs" / "reliability.md").read_text())
+    root = Path(__file__).resolve().parents[2]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", (root / "docs" / "reliability.md").read_text())
     assert len(named) > 40
     missing = [f"{f}::{t}" for f, t in named if not re.search(rf"^def {t}\(", (root / f).read_text(), re.MULTILINE)]
     assert missing == []

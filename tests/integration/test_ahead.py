@@ -1,4 +1,5 @@
-"""Fetch ahead (backfill/ahead.py): the request of batch N+1 is on the wire while batch N is written.
+"""Fetch ahead (backfill/runner/pipeline.py) in a real run: the request of batch N+1 is on the
+wire while batch N is written. (tests/unit/test_pipeline.py proves the loop's property alone.)
 
 Shown without timing: the test holds batch 1's checkpoint write on a table lock (as
 test_crash's kill_in_the_write does) and releases it only from inside the fake's handler
@@ -19,7 +20,7 @@ from backfill.domain.options import RunOptions
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import expected_records, rows, seed, status
+from ..helpers import expected_records, rows, seed, status
 
 KEY = "lsv2_test_key_0123456789"
 #: The watchdog releases the lock after this long: then request 2 never came while batch 1 was held.

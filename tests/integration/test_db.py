@@ -14,9 +14,9 @@ import pytest
 
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import psql, raw_rows, seed, status
+from ..helpers import psql, raw_rows, seed, status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -25,7 +25,9 @@ import pytest
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import invocations, raw_rows, seed, status, wait_for
+from ..helpers import invocations, raw_rows, seed, status, wait_for
+
+pytestmark = pytest.mark.slow
 
 KEY = "lsv2_crash_key"
 BATCH = 5

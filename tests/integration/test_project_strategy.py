@@ -19,7 +19,7 @@ from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 
-from .helpers import apply_grants, canonical, invocations, raw_rows, seed_traces, status, wait_for
+from ..helpers import apply_grants, canonical, invocations, raw_rows, seed_traces, status, wait_for
 
 KEY = "lsv2_project_key_0123"
 TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import invocations, seed, status, wait_for
+from ..helpers import invocations, seed, status, wait_for
 
 KEY = "lsv2_monitoring_key_5150"
 

@@ -15,13 +15,16 @@ import threading
 from typing import Any
 
 import psycopg
+import pytest
 
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.fake_langsmith.listing import Filters
 from backfill.sandbox.traces import TraceRun, trace_feedback
 
-from .helpers import invocations, seed_traces, status, wait_for
-from .test_project_strategy import KEY, expected, serve, states, stored
+from ..helpers import invocations, seed_traces, status, wait_for
+from ..integration.test_project_strategy import KEY, expected, serve, states, stored
+
+pytestmark = pytest.mark.slow
 
 
 def start(dsn: str, fake: FakeLangSmith, *args: str) -> subprocess.Popen[str]:

@@ -30,7 +30,7 @@ from backfill.report import status_json
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, expected_records, seed
+from ..helpers import TODAY, expected_records, seed
 
 KEY = "lsv2_extractor_key"
 

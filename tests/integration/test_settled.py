@@ -23,12 +23,12 @@ from backfill.operations import repair as operations
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, expected_records, insert, rows, seed, status
+from ..helpers import TODAY, expected_records, insert, rows, seed, status
 
 KEY = "lsv2_settled_key"
 WINDOW = Window.parse("14d")
 
-#: The extractor's upsert (tests/test_extractor.py): the whole document is replaced.
+#: The extractor's upsert (tests/integration/test_extractor.py): the whole document is replaced.
 UPSERT = """
     INSERT INTO runs (run_id, trace_id, project, run_date, data)
     VALUES (%(run_id)s, %(trace_id)s, %(project)s, %(run_date)s, %(data)s)

@@ -17,7 +17,7 @@ from backfill.cli import app
 from backfill.domain.strategy import AUTO_RULE
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, seed
+from ..helpers import TODAY, seed
 
 KEY = "lsv2_output_key_31337"
 UNKNOWN = re.compile(r"FEEDBACK-BACKFILL UNKNOWN - \S.*")

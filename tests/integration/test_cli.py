@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from backfill.cli import app
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import seed, status
+from ..helpers import seed, status
 
 KEY = "lsv2_cli_secret_key_42"
 

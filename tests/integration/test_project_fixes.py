@@ -21,7 +21,7 @@ from backfill.sandbox.fake_langsmith.listing import Filters
 from backfill.sandbox.fake_langsmith.plumbing import Answer
 from backfill.sandbox.traces import trace_feedback
 
-from .helpers import seed_traces
+from ..helpers import seed_traces
 from .test_project_strategy import KEY, TRACES, expected, go, serve, stored
 
 

@@ -27,8 +27,10 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from backfill.sandbox.embedded import RUN_AS, free_port
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import invocations, raw_rows, seed, status, wait_for
-from .test_faults import KEY, assert_exact, tripwire
+from ..helpers import invocations, raw_rows, seed, status, wait_for
+from ..integration.test_faults import KEY, assert_exact, tripwire
+
+pytestmark = pytest.mark.slow
 
 #: BACKFILL_LEASE_SECONDS for these tests (60 by default): a killed run blocks the next one this
 #: long at most; long enough for a second command to start (and be refused) meanwhile.

@@ -20,7 +20,7 @@ from backfill.runner.follow import follow
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, expected_records, insert, raw_rows, rows, seed, status, wait_for
+from ..helpers import TODAY, expected_records, insert, raw_rows, rows, seed, status, wait_for
 
 KEY = "lsv2_ops_key"
 

@@ -10,8 +10,11 @@ import sys
 import time
 
 import psycopg
+import pytest
 
-from .helpers import wait_for
+from ..helpers import wait_for
+
+pytestmark = pytest.mark.slow
 
 
 def demo(*args: str, **kw) -> subprocess.Popen[str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import langsmith
-import psycopg
 import pytest
 import requests
 import urllib3
@@ -24,8 +23,6 @@ from langsmith import utils as ls_utils
 from backfill.sandbox import synthetic, traces
 from backfill.sandbox.fake_langsmith import FakeLangSmith, RunInfo
 from backfill.sandbox.fake_langsmith.listing import place
-
-from .helpers import seed_traces
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -292,7 +289,7 @@ def test_info_latency_unknown_path_and_concurrency() -> None:
 
 
 def test_command_line_runs_until_sigterm() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-m", "backfill.sandbox.fake_langsmith", "--port", "0", "--api-key", "K"],
         cwd=root,
@@ -369,7 +366,7 @@ def test_max_ids_answers_414_above_n(fake: FakeLangSmith) -> None:
 
 
 def test_command_line_fault_modes() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     args = ["--outage-requests", "2", "--outage-status", "502", "--fault-after", "1", "--max-ids", "3"]
     proc = subprocess.Popen(
         [
@@ -648,7 +645,7 @@ def test_faults_apply_to_listings(held: FakeLangSmith) -> None:
 
 
 def test_command_line_serves_a_trace_archive_and_listing_misses() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     args = ["--traces", "80", "--runs-per-trace", "5", "--days", "7", "--reviewed", "0.6"]
     args += ["--now", NOW.isoformat(), "--listing-misses", "3"]
     proc = subprocess.Popen(
@@ -672,16 +669,3 @@ def test_command_line_serves_a_trace_archive_and_listing_misses() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
-
-
-def test_seed_traces_inserts_the_archive_as_built(dsn: str) -> None:
-    runs = seed_traces(dsn, 30, runs_per_trace=4, now=NOW)
-    assert runs == list(traces.trace_archive(30, runs_per_trace=4, now=NOW))
-    with psycopg.connect(dsn) as conn:
-        stored = conn.execute(
-            "SELECT run_id, trace_id, project, run_date, data->>'session_id', data FROM runs ORDER BY id"
-        ).fetchall()
-    assert [(str(r[0]), str(r[1]), r[2], r[3], r[4]) for r in stored] == [
-        (r.run_id, r.trace_id, r.project, r.run_date, r.info.session_id) for r in runs
-    ]
-    assert [r[5] for r in stored] == [r.document for r in runs]

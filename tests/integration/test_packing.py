@@ -22,7 +22,7 @@ from backfill.domain.records import sort_records
 from backfill.sandbox import synthetic
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import TODAY, insert, invocations, rows
+from ..helpers import TODAY, insert, invocations, rows
 
 KEY = "lsv2_test_key_0123456789"
 #: The run's pre-flight probe (runner.preflight): one request before the batches, which packing does not make.

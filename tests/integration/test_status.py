@@ -20,7 +20,7 @@ from backfill.config import Database, Window
 from backfill.report import status_json
 from backfill.sandbox import synthetic
 
-from .helpers import TODAY, insert, wait_for
+from ..helpers import TODAY, insert, wait_for
 
 NOW = dt.datetime.now(dt.UTC)
 DEFAULT_PARAMS = {"batch_size": 100, "delay_ms": 1000, "max_attempts": 3}
@@ -643,7 +643,7 @@ def test_not_migrated(app_dsn):
             "backfill: error: The backfill tables do not exist: run `backfill db upgrade`"
             " (or `alembic upgrade head` in a checkout) first.\n"
         )
-    # --check: the plugin's UNKNOWN (tests/test_output.py)
+    # --check: the plugin's UNKNOWN (tests/integration/test_output.py)
     assert cli(app_dsn, "--check").exit_code == 3
 
 

@@ -17,9 +17,9 @@ from backfill.config import Database
 from backfill.operations import migrate
 from backfill.sql import QUERIES
 
-from .helpers import seed, seed_traces
+from ..helpers import seed, seed_traces
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUR_INDEXES = {
     "runs_feedback_missing_idx",
     "feedback_backfill_status_ledger_idx",
@@ -340,7 +340,7 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
     from backfill.domain.options import RunOptions
     from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-    from .helpers import psql, status
+    from ..helpers import psql, status
 
     ids = seed(dsn, 30)
     dbname = dsn.rsplit("/", 1)[1]
