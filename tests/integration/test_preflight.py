@@ -17,7 +17,7 @@ from backfill.cli import app
 from backfill.langsmith import waits
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import apply_grants, invocations, raw_rows, seed, status
+from ..helpers import apply_grants, invocations, raw_rows, seed, status
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -90,9 +90,15 @@ def test_a_url_too_long_asks_for_fewer_ids(status: int) -> None:
     assert classify(http_error(status)) == ("too_long", f"HTTP {status}", None)
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 422])
+@pytest.mark.parametrize("status", [400, 409, 422])
 def test_other_4xx_refuse_the_request(status: int) -> None:
     assert classify(wrapped(http_error(status))) == ("refused", f"HTTP {status}", None)
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_404_or_405_says_the_address_is_not_the_api(status: int) -> None:
+    """Every request to a wrong path gets it: the endpoint's fault, never a run's (isolation must not split it)."""
+    assert classify(wrapped(http_error(status))) == ("not_api", f"answered {status}", None)
 
 
 def test_a_body_that_is_not_json_or_not_an_array_is_malformed() -> None:
