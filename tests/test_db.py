@@ -66,7 +66,7 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
     assert tables(app_dsn) == OURS
-    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0007 (head)"
+    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0008 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
@@ -90,7 +90,7 @@ def test_sql_output_is_the_checkouts_and_the_shipped_schema(tmp_path):
     assert up.stdout == backfill("db", "schema", cwd=tmp_path).stdout == (ROOT / "sql" / "schema.sql").read_text()
     down = backfill("db", "downgrade", "base", "--sql", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout == alembic("downgrade", "fb0007:base", "--sql").stdout
+    assert down.stdout == alembic("downgrade", "fb0008:base", "--sql").stdout
     assert "DROP TABLE feedback_backfill_lease" in down.stdout
 
 
@@ -98,7 +98,7 @@ def test_history_lists_the_revisions(tmp_path):
     out = backfill("db", "history", cwd=tmp_path)
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("fb0006 -> fb0007 (feedback_backfill) (head), ")
+    assert lines[0].startswith("fb0007 -> fb0008 (feedback_backfill) (head), ")
     assert lines[-1].startswith("<base> -> fb0001 ")
 
 

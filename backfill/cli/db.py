@@ -60,7 +60,7 @@ def db_downgrade_command(
     migrate.downgrade(Database.from_env(database_url), revision, log=True)
 
 
-@db_app.command("current", epilog="Example: backfill db current   (prints fb0007 (head) when up to date)")
+@db_app.command("current", epilog="Example: backfill db current   (prints fb0008 (head) when up to date)")
 def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
     """Print the database's revision of our schema (nothing before the first upgrade)."""
     from backfill.operations import migrate
