@@ -28,6 +28,7 @@ OUR_INDEXES = {
     "runs_feedback_pending_idx",
     "runs_feedback_promised_idx",
     "runs_feedback_extractor_idx",
+    "runs_feedback_unprovable_idx",
 }
 
 #: squawk rules we do not apply, each with its reason.

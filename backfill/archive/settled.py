@@ -60,7 +60,9 @@ def mark(gw: db.Gateway, settling: Settling, days: list[dt.date], invocation_id:
             if day not in settling.proven:
                 gw.execute("settle_day", params)
                 continue
-            n = int(gw.one("settle_day_proven", params)["proven"])
+            before = gw.execute("settled_marks", {"since": day, "until": day + dt.timedelta(days=1)})
+            after_id = before[0]["id_bound"] if before else 0
+            n = int(gw.one("settle_day_proven", {**params, "after_id": after_id})["proven"])
             if n:
                 ledger.count_settled(gw, invocation_id, n)
         proven += n

@@ -437,20 +437,26 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- settle_day_proven --
 -- settle_day for a day some walk settled by proof (a project's apply: its rows without staged
 -- records, promising none, lacking records were neither read nor checkpointed), in the same
--- transaction: the day's rows above the previous mark and at most %(id_bound)s that lack
--- records and hold no checkpoint row are those rows (every other walk of the day
--- checkpointed each row it read, none skipped), counted per project into the mark's
--- `empty` (fb0008) and returned. Rows at or below the previous mark were counted by the
--- mark that covered them. A pending index range, and a heap visit (project, run_id) and a
--- probe of the status table's key for each of its rows; never a document.
-WITH old AS (
-    SELECT COALESCE((SELECT m.id_bound FROM feedback_backfill_settled AS m WHERE m.run_date = %(day)s), 0) AS bound
+-- transaction: the day's rows above the previous mark (%(after_id)s, read by settled_marks in
+-- this transaction) and at most %(id_bound)s that lack records and hold no checkpoint row are
+-- those rows (every other walk of the day checkpointed each row it read, none skipped),
+-- counted per project into the mark's `empty` (fb0008) and returned. Rows at or below the
+-- previous mark were counted by the mark that covered them. The ids come from a range of
+-- runs_feedback_pending_idx alone (an index-only scan, kept apart by MATERIALIZED: joined
+-- with the rest, the planner took the day's rows from idx_runs_run_date or runs_pkey and
+-- evaluated "lacks records" on each document); then each row's project and run_id by its
+-- primary key (LATERAL, kept apart by OFFSET 0: else a hash join read the whole table) and
+-- a probe of the status table's key. Never a document, never another day's rows.
+WITH lacking AS MATERIALIZED (
+    SELECT p.id
+    FROM runs AS p
+    WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+      AND p.run_date = %(day)s AND p.id > %(after_id)s::integer AND p.id <= %(id_bound)s::integer
 ), proven AS (
     SELECT r.project, count(*)::bigint AS n
-    FROM runs AS r, old
-    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
-      AND r.run_date = %(day)s AND r.id > old.bound AND r.id <= %(id_bound)s::integer
-      AND NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
+    FROM lacking AS l
+    CROSS JOIN LATERAL (SELECT r.project, r.run_id FROM runs AS r WHERE r.id = l.id OFFSET 0) AS r
+    WHERE NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
     GROUP BY r.project
 ), counted AS (
     SELECT COALESCE(jsonb_object_agg(p.project, p.n), '{}'::jsonb) AS empty, COALESCE(sum(p.n), 0)::bigint AS n
