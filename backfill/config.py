@@ -67,15 +67,15 @@ class Database:
         url = url if url is not None else os.environ.get("DATABASE_URL")
         if url:
             if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
-                raise ConfigError("DATABASE_URL must look like postgresql://user:password@host:port/dbname")
+                raise ConfigError("DATABASE_URL must look like postgresql://user@host:port/dbname")
             _check_userinfo(url)
             # psycopg speaks plain libpq URLs; accept SQLAlchemy's driver suffix too.
             return cls(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url))
         if any(os.environ.get(v) for v in PG_ENV):
             return cls("")
         raise ConfigError(
-            "no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
-            " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
+            "no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password in"
+            " ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
         )
 
 
@@ -180,9 +180,10 @@ class Window:
         return (self.until - self.since).days
 
     def describe(self) -> str:
+        """The window in words, both days counted (``until`` is the day after the last)."""
         last = self.until - dt.timedelta(days=1)
         where = f" in {', '.join(self.projects)}" if self.projects else ""
-        return f"run_date {self.since} .. {last}{where}"
+        return f"run_date {self.since} .. {last} inclusive{where}"
 
 
 def _parse_point(text: str, flag: str, now: dt.datetime, today: dt.date) -> dt.date:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,7 +14,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from backfill.sandbox import synthetic
+from backfill.sandbox.embedded import find_bindir
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive
+from backfill.sql import grants
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -121,3 +124,15 @@ def expected_records(run_id: str) -> list[dict[str, Any]]:
 def canonical(value: Any) -> Any:
     """JSON round trip, to compare Python values with what jsonb returns."""
     return json.loads(json.dumps(value))
+
+
+def psql(dsn: str, script: str = "", *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` piped into psql, as a DBA applies `backfill db grants` (-X: no ~/.psqlrc)."""
+    exe = str(find_bindir() / "psql")
+    return subprocess.run([exe, "-X", "-q", *args, dsn], input=script, capture_output=True, text=True, timeout=60)
+
+
+def apply_grants(dsn: str, role: str, *, create_role: bool = False) -> None:
+    """`backfill db grants ROLE [--create-role]` for ``role``, applied through psql by the owner of ``dsn``."""
+    done = psql(dsn, grants(role, create_role=create_role))
+    assert done.returncode == 0 and "ERROR" not in done.stderr, done.stderr

@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from backfill.cli import app
 from backfill.sandbox.fake_langsmith import FakeLangSmith
-from backfill.sql import grants
 
-from .helpers import invocations, raw_rows, seed, status
+from .helpers import apply_grants, invocations, raw_rows, seed, status
 from .test_pgbouncer import bouncer  # noqa: F401  (the module's PgBouncer fixture)
 
 KEY = "lsv2_check_secret_key_7f3a"
@@ -147,6 +146,9 @@ def test_missing_schema_fails(app_dsn, fake):
     assert item(lines, "database").startswith("OK ")
     # without our tables, `run` lacks them all
     assert item(lines, "can run").startswith("FAIL  can run      role postgres lacks")
+    assert item(lines, "api").endswith(
+        "the workspace was not probed: our tables are missing, so no run of the window could be asked for"
+    )
 
 
 def test_our_revision_in_the_apps_alembic_version_fails(dsn, fake):
@@ -170,7 +172,8 @@ def limited_role(dsn: str) -> Iterator[tuple[str, str]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO {role}")
-        conn.execute(grants(role))
+    apply_grants(dsn, role)
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"REVOKE UPDATE ON runs FROM {role}")
     try:
         yield role, dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
@@ -203,10 +206,16 @@ def test_runner_role_of_grants_sql_passes_run_and_warns_for_revert(dsn, fake, li
     assert item(lines, "can run").startswith("OK ")
     revert = item(lines, "can revert")
     assert revert.startswith(f"WARN  can revert   role {role} lacks DELETE on feedback_backfill_status")
+    assert item(lines, "schema").startswith("OK    schema       ours at fb0008 (head)")
+    assert item(lines, "api").startswith("OK ") and item(lines, "pending").startswith("OK    pending      20 row(s)")
+    # a role that may not read our version table: the schema cannot be confirmed
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"REVOKE SELECT ON feedback_backfill_alembic_version FROM {role}")
+    code, lines = check(url, fake)
+    assert code == 0, lines
     assert item(lines, "schema").startswith(
         f"WARN  schema       our tables exist; role {role} may not read feedback_backfill_alembic_version"
     )
-    assert item(lines, "api").startswith("OK ") and item(lines, "pending").startswith("OK    pending      20 row(s)")
 
 
 def test_pgbouncer_is_detected_in_transaction_pooling(dsn, fake, bouncer):  # noqa: F811
@@ -223,6 +232,27 @@ def test_unreachable_database_fails_in_one_line(fake):
     code, lines = check("postgresql://nobody@127.0.0.1:1/nothing", fake)
     assert code == 1
     assert item(lines, "database").startswith("FAIL  database     cannot connect to the database")
+    # the key is still tried; the workspace is not, and the line says why (not "no run promises records")
+    assert item(lines, "api") == (
+        f"WARN  api          LANGSMITH_API_KEY (...7f3a) accepted at {fake.url}; the workspace was not probed: the"
+        " database could not be read, so no run of the window could be asked for"
+    )
+
+
+def test_an_endpoint_that_never_answers_failed_one_time():
+    """check asks once (no retries): the count is in the singular."""
+    result = CliRunner().invoke(
+        app,
+        ["check"],
+        env={
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing",
+            "LANGSMITH_API_KEY": KEY,
+            "LANGSMITH_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )
+    api = item(result.stdout.splitlines(), "api")
+    assert api.startswith("FAIL  api          LangSmith at http://127.0.0.1:9 does not answer: ")
+    assert "failed 1 time in a row (connection failed);" in api and "1 times" not in api
 
 
 def test_bad_options_are_usage_errors():

@@ -55,8 +55,8 @@ def test_missing_database_url(cli):
     result = cli.invoke(app, ["run", "--dry-run"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "backfill: error: no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
-        " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
+        "backfill: error: no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the"
+        " password in ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
     ]
 
 
@@ -74,10 +74,7 @@ def test_unreachable_database_hides_the_password(cli):
 def test_malformed_database_url(cli):
     result = cli.invoke(app, ["run", "--dry-run"], env={"DATABASE_URL": "mysql://a:b@c/d"})
     assert result.exit_code == 1
-    assert (
-        result.stderr.strip()
-        == "backfill: error: DATABASE_URL must look like postgresql://user:password@host:port/dbname"
-    )
+    assert result.stderr.strip() == "backfill: error: DATABASE_URL must look like postgresql://user@host:port/dbname"
 
 
 def test_missing_api_key(cli, dsn):
@@ -133,7 +130,7 @@ def test_unreachable_endpoint(cli, dsn):
 
 def test_dry_run_lists_rows_on_stdout(cli, dsn):
     ids = seed(dsn, 4, days=1)
-    result = cli.invoke(app, ["run", "--dry-run"], env={"DATABASE_URL": dsn})
+    result = cli.invoke(app, ["run", "--dry-run", "--list-runs"], env={"DATABASE_URL": dsn})
     assert result.exit_code == 0
     assert sorted(line.split("\t")[1] for line in result.stdout.splitlines()) == sorted(ids)
     assert all(line.endswith("\tfetch") for line in result.stdout.splitlines())

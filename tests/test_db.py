@@ -14,7 +14,7 @@ import pytest
 
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from .helpers import raw_rows, seed, status
+from .helpers import psql, raw_rows, seed, status
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -65,15 +65,18 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     # Alembic's own INFO lines, on stderr: the DBA sees what it did
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
+    assert up.stderr.splitlines()[-1] == "database at fb0008 (head)"
     assert tables(app_dsn) == OURS
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0008 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
+    assert down.stderr.splitlines()[-1] == "database at base: none of our revisions applied"
     assert tables(app_dsn) == set()
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == ""
     again = backfill("db", "upgrade", "fb0002", env=env, cwd=tmp_path)
     assert again.returncode == 0 and "fb0002 -> fb0003" not in again.stderr
+    assert again.stderr.splitlines()[-1] == "database at fb0002 (head is fb0008)"
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0002"
 
 
@@ -105,12 +108,16 @@ def test_history_lists_the_revisions(tmp_path):
 def test_db_commands_fail_in_one_line(tmp_path):
     missing = backfill("db", "upgrade", cwd=tmp_path, env={"DATABASE_URL": ""})
     assert missing.returncode == 1
-    assert missing.stderr.startswith("backfill: error: no database configured")
+    assert missing.stderr == (
+        "backfill: error: no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password"
+        " in ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)\n"
+    )
     refused = backfill("db", "upgrade", env={"DATABASE_URL": "postgresql://me:pw-Zq81x@127.0.0.1:1/db"})
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert refused.stderr.startswith("backfill: error: database error: ") and "pw-Zq81x" not in refused.stderr
     no_role = backfill("db", "grants", "")
-    assert no_role.returncode == 2 and no_role.stderr == "backfill: error: ROLE must be a role name\n"
+    assert no_role.returncode == 2
+    assert no_role.stderr == "backfill: error: ROLE must be a role name (at most 63 bytes, no control characters)\n"
 
 
 # least privilege
@@ -118,22 +125,84 @@ def test_db_commands_fail_in_one_line(tmp_path):
 
 @pytest.fixture
 def runner_role(dsn: str):
-    """A login role with exactly what `backfill db grants` prints."""
-    grants = backfill("db", "grants", "backfill_runner")
+    """A login role created and granted by `backfill db grants ROLE --create-role | psql`, and
+    nothing else, in a database whose public schema is closed to PUBLIC."""
+    grants = backfill("db", "grants", "backfill_runner", "--create-role")
     assert grants.returncode == 0 and 'TO "backfill_runner";' in grants.stdout
-    dbname = dsn.rsplit("/", 1)[1]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS backfill_runner")
-        conn.execute("CREATE ROLE backfill_runner LOGIN")
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-        conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_runner")
-        conn.execute(grants.stdout)
+    applied = psql(dsn, grants.stdout)
+    assert applied.returncode == 0 and applied.stderr == "", applied.stderr
     try:
         yield dsn.replace("postgresql://postgres@", "postgresql://backfill_runner@")
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP OWNED BY backfill_runner")
             conn.execute("DROP ROLE backfill_runner")
+
+
+def test_grants_is_a_psql_script_that_stops_at_the_first_error(dsn):
+    script = backfill("db", "grants", "backfill_ghost")
+    assert script.returncode == 0
+    assert script.stdout.splitlines()[0] == "\\set ON_ERROR_STOP on"
+    applied = psql(dsn, script.stdout)
+    assert applied.returncode == 3  # psql: a script stopped by ON_ERROR_STOP
+    assert applied.stderr == 'ERROR:  role "backfill_ghost" does not exist\n'  # the first GRANT's, then nothing
+
+
+def test_grants_create_role_sets_no_password_and_is_safe_to_apply_twice(dsn, runner_role):
+    script = backfill("db", "grants", "backfill_runner", "--create-role").stdout
+    assert script.splitlines()[:8] == [
+        "\\set ON_ERROR_STOP on",
+        "SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'backfill_runner') AS backfill_create_role \\gset",
+        "\\if :backfill_create_role",
+        'CREATE ROLE "backfill_runner" LOGIN;',
+        "\\else",
+        "\\echo 'the role exists: not created, granted all the same'",
+        "\\endif",
+        '-- then: \\password "backfill_runner"   (in psql, as a role with CREATEROLE; or peer/certificate auth)',
+    ]
+    assert "PASSWORD" not in script.upper().replace("\\PASSWORD", "")
+    with psycopg.connect(dsn) as conn:
+        role = conn.execute("SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = 'backfill_runner'")
+        assert role.fetchone() == (True, None)
+    again = psql(dsn, script)  # the role exists: granted again, not created
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout == "the role exists: not created, granted all the same\n"
+
+
+def test_the_role_of_grants_create_role_runs_check_run_status_verify_and_db_current(dsn, runner_role):
+    seed(dsn, 20, days=1)
+    with FakeLangSmith(api_key="k") as fake:
+        env = {"DATABASE_URL": runner_role, "LANGSMITH_API_KEY": "k", "LANGSMITH_ENDPOINT": fake.url}
+        check = backfill("check", "--since", "14d", "--delay-ms", "0", env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        levels = {line[6:18].strip(): line[:5].strip() for line in check.stdout.splitlines()[1:-1]}
+        assert levels == {
+            "database": "OK",
+            "schema": "OK",
+            "app schema": "OK",
+            "can run": "OK",
+            "can status": "OK",
+            "can verify": "OK",
+            "can revert": "WARN",  # the owner's command by design: no DELETE for the runner
+            "pooler": "OK",
+            "api": "OK",
+            "pending": "OK",
+            "duration": "OK",
+            "growth": "OK",
+            "retention": "OK",
+        }, check.stdout
+        ran = backfill("run", "--since", "14d", "--delay-ms", "0", "--no-progress", env=env)
+        assert ran.returncode == 0, ran.stderr
+        verified = backfill("verify", "--since", "14d", "--delay-ms", "0", env=env)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert {s["state"] for s in status(dsn).values()} <= {"done", "no_feedback"} and len(status(dsn)) == 20
+    shown = backfill("status", "--since", "14d", env={"DATABASE_URL": runner_role})
+    assert shown.returncode == 0, shown.stderr
+    current = backfill("db", "current", env={"DATABASE_URL": runner_role})
+    assert (current.returncode, current.stdout, current.stderr) == (0, "fb0008 (head)\n", "")
 
 
 OWNER_DELETES = "DELETE on feedback_backfill_status and DELETE on feedback_backfill_settled"
@@ -235,7 +304,7 @@ def test_a_service_file_is_enough_to_reach_the_archive(dsn, tmp_path):
     services.write_text(f"[archive]\nhost={host}\nport={port}\ndbname={dbname}\nuser={user}\npassword=unused-Pw-9\n")
     done = backfill("status", env={"DATABASE_URL": "", "PGSERVICEFILE": str(services), "PGSERVICE": "archive"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("feedback-backfill status: ")
+    assert done.stdout.startswith("feedback-backfill: run_date ")
 
 
 def test_a_released_lease_reads_released_every_time(dsn):

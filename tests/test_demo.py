@@ -38,6 +38,7 @@ def test_demo_runs_the_workflow_and_cleans_up():
     for line in (
         "$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)",
         "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, ",
+        "\ndatabase at fb0008 (head)\n",
         "$ backfill run --since 14d --delay-ms 20",
         "(the spec's 1000 ms between API requests is shortened to 20 ms for the demo)",
         "examined 420 row(s) of 420 pending",
@@ -57,13 +58,26 @@ def test_demo_keep_leaves_servers_to_explore_then_stops():
     proc = demo("--rows", "90", "--keep")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    env = dict(re.findall(r"^export (\w+)=(.*)$", out, re.MULTILINE))
+    exports = re.findall(r"^export \w+=.*$", out, re.MULTILINE)
+    assert len(exports) == 3, out
+    env = pasted(exports)
+    # the URL's query string holds "&": pasted unquoted, the shell would background at it
+    assert env["DATABASE_URL"] == re.search(r"^  DATABASE_URL=(\S+)$", err, re.MULTILINE).group(1)
+    assert "&port=" in env["DATABASE_URL"] and env["LANGSMITH_API_KEY"] == "demo-not-a-secret"
     with psycopg.connect(env["DATABASE_URL"]) as conn:
         enriched = conn.execute("SELECT count(*) FROM runs WHERE data ? 'feedback_records'").fetchone()[0]
     assert enriched > 0
     stop = re.search(r"^to stop them: (.*)$", err, re.MULTILINE).group(1)
     subprocess.run(stop, shell=True, check=True, capture_output=True)
     wait_for(lambda: not accepts(env["DATABASE_URL"]), 10, "the demo's PostgreSQL to stop")
+
+
+def pasted(lines: list[str]) -> dict[str, str]:
+    """The variables as a shell has them after the lines are pasted into it."""
+    names = ("DATABASE_URL", "LANGSMITH_ENDPOINT", "LANGSMITH_API_KEY")
+    script = "\n".join(lines) + "\n" + "".join(f'printf "%s\\0" "${name}"\n' for name in names)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env={})
+    return dict(zip(names, done.stdout.split("\0")[:-1], strict=True))
 
 
 def accepts(url: str) -> bool:

@@ -249,8 +249,8 @@ def test_alembic_cli_errors_are_one_line_without_password(app_dsn):
     missing = alembic_cli("upgrade", "head")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        "FAILED: no database configured: set DATABASE_URL=postgresql://user:password@host:port/dbname"
-        " (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
+        "FAILED: no database configured: set DATABASE_URL=postgresql://user@host:port/dbname, the password in"
+        " ~/.pgpass or PGPASSWORD (or libpq's PGHOST/PGDATABASE/PGUSER variables)"
     ]
     wrong = app_dsn.replace("postgresql://postgres@", "postgresql://nobody:s3cr3t-pw@")
     refused = alembic_cli("upgrade", "head", env={"DATABASE_URL": wrong})
@@ -341,17 +341,18 @@ def test_backfill_runs_with_only_the_grants_of_sql_grants(dsn):
     from backfill.domain.options import RunOptions
     from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-    from .helpers import status
+    from .helpers import psql, status
 
     ids = seed(dsn, 30)
-    grants = (ROOT / "sql" / "grants.sql").read_text().replace(':"role"', "backfill_runner")
     dbname = dsn.rsplit("/", 1)[1]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS backfill_runner")
         conn.execute("CREATE ROLE backfill_runner LOGIN")
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_runner")
-        conn.execute(grants)
+    # the checkout's file, as its header says: psql -v role=... -f sql/grants.sql
+    applied = psql(dsn, "", "-v", "role=backfill_runner", "-f", str(ROOT / "sql" / "grants.sql"))
+    assert applied.returncode == 0 and applied.stderr == "", applied.stderr
     runner_dsn = dsn.replace("postgresql://postgres@", "postgresql://backfill_runner@")
     try:
         with FakeLangSmith(api_key="k") as fake:

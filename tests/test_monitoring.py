@@ -155,9 +155,15 @@ def test_openmetrics_before_any_run_has_no_made_up_values(dsn):
 
 
 def test_openmetrics_refuses_json_or_check(dsn):
-    result = CliRunner().invoke(app, ["status", "--format", "openmetrics", "--check"], env={"DATABASE_URL": dsn})
+    result = CliRunner().invoke(app, ["status", "--format", "openmetrics", "--json"], env={"DATABASE_URL": dsn})
     assert result.exit_code == 2
     assert result.stderr.strip() == "backfill: error: --format openmetrics cannot be combined with --json or --check"
+    # with --check, the refusal is the plugin's one UNKNOWN line (exit 3), not a usage error read as CRITICAL
+    result = CliRunner().invoke(app, ["status", "--format", "openmetrics", "--check"], env={"DATABASE_URL": dsn})
+    assert (result.exit_code, result.stderr) == (3, "")
+    assert result.stdout == (
+        "FEEDBACK-BACKFILL UNKNOWN - --format openmetrics cannot be combined with --json or --check\n"
+    )
 
 
 def _popen(dsn: str, fake: FakeLangSmith, *args: str) -> subprocess.Popen[str]:

@@ -18,9 +18,8 @@ from backfill.report import status_json, text
 from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
-from backfill.sql import grants
 
-from .helpers import canonical, invocations, raw_rows, seed_traces, status, wait_for
+from .helpers import apply_grants, canonical, invocations, raw_rows, seed_traces, status, wait_for
 
 KEY = "lsv2_project_key_0123"
 TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots
@@ -156,7 +155,7 @@ def test_auto_picks_runs_on_a_dense_archive(dsn):
     assert summary.choices[0].startswith("project listing for 0 of 2 project(s)")
     assert all(": runs, ~" in line for line in summary.choices[1:])
     # each reviewed run promises one record at least: that rules a listing out, no document read
-    assert all("(at least 300 record(s) promised for 300 pending row(s); listing ~" in c for c in summary.choices[1:])
+    assert all("(at least 300 records promised for 300 pending rows; listing ~" in c for c in summary.choices[1:])
     got = stored(dsn)
     assert {k: v for k, v in got.items() if v is not None} == want
     assert invocations(dsn)[-1]["strategy"] == "runs"
@@ -274,7 +273,7 @@ def test_status_says_the_strategy_and_the_requests_saved(dsn):
         summary = go(dsn, fake, strategy="project")
     report = backfill.status(Database(dsn), Window.parse("14d"))
     shown = "\n".join(text.lines(report))
-    assert f"    strategy project: {summary.requests_saved:,} request(s) saved against run by run" in shown
+    assert f"strategy project: {summary.requests_saved:,} requests saved against run by run" in shown
     as_json = status_json.to_json(report)
     assert as_json["runs"]["last"]["strategy"] == "project"
     assert as_json["runs"]["last"]["requests_saved"] == summary.requests_saved
@@ -290,7 +289,7 @@ def test_the_least_privilege_role_of_grants_sql_runs_the_project_strategy(dsn):
         conn.execute("CREATE ROLE backfill_lister LOGIN")
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_lister")
-        conn.execute(grants("backfill_lister"))
+    apply_grants(dsn, "backfill_lister")
     lister = dsn.replace("postgresql://postgres@", "postgresql://backfill_lister@")
     try:
         with serve(runs) as fake:

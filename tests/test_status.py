@@ -353,43 +353,51 @@ def test_human_report(dsn, archive):
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines)
-    assert lines[0] == f"feedback-backfill status: run_date {day(13)} .. {day(0)} (all projects)"
-    assert lines[1] == "[" + "#" * 24 + "." * 26 + "]  48.1% covered of 27 rows"
+    assert lines[:3] == [
+        f"feedback-backfill: run_date {day(13)} to {day(0)} inclusive, all projects",
+        "progress   48.1%  13 of 27 rows done: enriched, no feedback or invalid",
+        "coverage   58.3%  7 of 12 rows hold the records their feedback_stats count",
+    ]
     for expected in (
-        "  in window                       27",
-        "  enriched (done)                  8  11 feedback records stored",
-        "  pending                          9  never examined",
-        "  failed                           5  retried up to max attempts",
-        "  examined                        18  failure rate 38.9% (failed + invalid)",
-        "  feedback coverage rate       58.3%  7 of 12 examined rows",
-        "  api_error                  3         6             1",
-        "  last run #3: stopped without finishing (killed?)",
-        "    examined 50 rows: 1.00 rows/s; 9 records stored",
-        "    API 4 requests, 1 failed (25.0% error rate)",
-        "  ETA for 9 pending rows: 9s at 1.00 rows/s",
-        "    floor 1s at --delay-ms 500 --batch-size 50",
-        "  throughput: run #2 3.00 rows/s, mean of 1 earlier run(s) 2.00",
-        f"  {day(12)}         4         1       0        0         2       1  at risk",
-        f"  {day(13)}         2         2       0        0         0       0",
-        "  CRITICAL failure rate 38.9% > 5%",
+        "run_date        rows  enriched   no fb invalid  failed pending missing",
+        f"{day(13)}         2         2       0       0       0       0       0",
+        f"{day(12)}         4         1       0       0       1       2       1  at risk",
+        "total             27         8       3       2       5       9       5",
+        "failures  api_error 3 (1 at max attempts), mismatch 1, unstorable 1,",
+        "          invalid_run_id 1, not_an_object 1",
+        "last run  #3 stopped without finishing (killed?) after 50s",
+        "          50 rows (1.00/s), 9 records, 4 requests (1 failed)",
+        "ETA       9 pending rows: 9s at 1.00 rows/s (at best 1s at --delay-ms 500)",
+        "CRITICAL  failure rate 38.9% > 5%",
     ):
         assert expected in lines, expected
-    assert lines.count("Failures by reason        rows  attempts    at max (3)") == 1
-    assert sum("a risk, not a certainty" in line for line in lines) == 1
+    assert sum("LangSmith keeps base traces 14 days" in line for line in lines) == 1
+    # -v: what the rows hold, the failures by reason, the runs and the throughput, the pacing floor
+    verbose = cli(dsn, "-v").stdout.splitlines()
+    assert all(len(line) <= 80 for line in verbose)
+    for expected in (
+        "  promised records                12  feedback_stats count feedback",
+        "  api_error                  3         6             1",
+        "runs      3 so far, all windows",
+        "speed     run #2 3.00 rows/s, mean of 1 earlier run 2.00",
+        "          --batch-size 50)",
+    ):
+        assert expected in verbose, expected
+    assert verbose.count("Failures by reason        rows  attempts    at max (3)") == 1
+    assert sum("a risk, not a certainty" in line for line in verbose) == 1
 
 
 def test_check_critical(dsn, archive):
     scenario(archive)
     result = cli(dsn, "--check")
     assert result.exit_code == 2
-    first, second = result.stdout.splitlines()[:2]
+    (first,) = result.stdout.splitlines()  # the plugin's one line, nothing else
     assert first == (
-        "FEEDBACK-BACKFILL CRITICAL - failure rate 38.9% > 5%; 1 promised row(s) lack records at 12+ days old"
-        " (retention); 2 promised row(s) lack records 0h+ after their day | coverage=48.15%;;;0;100"
+        "FEEDBACK-BACKFILL CRITICAL - failure rate 38.9% > 5%; 1 row misses promised records at 12+ days old"
+        " (retention); 2 rows miss promised records 0h+ after their day | coverage=48.15%;;;0;100"
         " failure_rate=38.89%;;5;0;100 rows=27;;;0 pending=9;;;0 failed=7;;;0 data_feedback_coverage=58.33%;;;0;100"
         " lacking_now=0;;;0 promised_lacking=5;;;0 extractor_records=0;;;0 rows_per_s=3.000;;;0"
     )
-    assert second.startswith("feedback-backfill status: ")
     # with --json the line goes to stderr and stdout stays one JSON document
     result = cli(dsn, "--check", "--json")
     assert result.exit_code == 2
@@ -424,15 +432,17 @@ def test_live_run_holding_the_lease(dsn, archive):
         hold_lease(runner, "run", 4, 60)
         out = as_json(dsn)
         lines = cli(dsn).stdout.splitlines()
+        verbose = cli(dsn, "-v").stdout.splitlines()
         pid = 4242
         # the lease expired (as when the runner's process dies): the same run reads as killed
         hold_lease(runner, "run", 4, -5)
         killed = as_json(dsn)
         assert killed["runs"]["last"]["state"] == "unfinished" and killed["runs"]["runner_pid"] is None
         assert killed["runs"]["lease"]["state"] == "expired"
+        assert "last run  #4 stopped without finishing (killed?) after 20s" in cli(dsn).stdout.splitlines()
         assert any(
             re.fullmatch(r"  lease: free, expired \d+s ago without a release \(holder killed\?\)", x)
-            for x in cli(dsn).stdout.splitlines()
+            for x in cli(dsn, "-v").stdout.splitlines()
         )
     assert out["runs"]["runner_pid"] == pid
     assert (out["runs"]["lease"]["command"], out["runs"]["lease"]["state"], out["runs"]["lease"]["alive"]) == (
@@ -440,7 +450,7 @@ def test_live_run_holding_the_lease(dsn, archive):
         "held",
         True,
     )
-    assert "    by `backfill run` on db-host-1 (pid 4242) since " in "\n".join(lines)
+    assert "    by `backfill run` on db-host-1 (pid 4242) since " in "\n".join(verbose)
     last = out["runs"]["last"]
     assert (last["id"], last["state"], last["rows_per_s"], last["api_error_rate"]) == (4, "running", 2.0, 0.0)
     # the older unfinished run is still a killed one; the running one has no throughput verdict yet
@@ -462,9 +472,10 @@ def test_live_run_holding_the_lease(dsn, archive):
     assert out["failures"]["max_attempts"] == 2
     assert out["failures"]["reasons"] == reasons((3, 6, 2), (1, 1, 0), (1, 2, 1), (1, 1, 0), (1, 1, 0))
     assert any(
-        re.fullmatch(rf"  last run #4: running \(pid {pid}\), last heartbeat (\d+m )?\d+s ago", line) for line in lines
-    )
-    assert "    started " in "\n".join(lines) and "20s so far" in "\n".join(lines)
+        re.fullmatch(rf"last run  #4 running on db-host-1 \(pid {pid}\) for 20s, heartbeat [\dmhds ]+ ago", x)
+        for x in lines
+    ), lines
+    assert "          last run started " in "\n".join(verbose)
 
 
 def test_check_warning_on_slow_last_run(dsn, archive):
@@ -502,9 +513,9 @@ def test_check_ok_at_exactly_five_percent_and_a_single_run(dsn, archive):
     result = cli(dsn, "--check")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].startswith(
-        "FEEDBACK-BACKFILL OK - coverage 95.0%, 0 pending, 1 failed, feedback coverage 95.0% (data) | "
+        "FEEDBACK-BACKFILL OK - progress 95.0% (0 pending, 1 failed), coverage 95.0% | "
     )
-    assert "  OK       none" in result.stdout.splitlines()
+    assert "OK        no alert" in cli(dsn).stdout.splitlines()
     out = as_json(dsn)
     assert (out["totals"]["failure_rate"], out["alerts"], out["exit_code"]) == (0.05, [], 0)
     assert out["runs"]["throughput"]["baseline_rows_per_s"] is None
@@ -566,9 +577,9 @@ def test_before_any_run_everything_is_pending(dsn, archive):
     }
     assert out["failures"]["max_attempts"] == 3
     lines = cli(dsn).stdout.splitlines()
-    assert lines[1] == "[" + "." * 50 + "]   0.0% covered of 200 rows"
-    assert "  no `backfill run` yet" in lines
-    assert "  ETA for 200 pending rows: unknown (no measured throughput)" in lines
+    assert lines[1] == "progress    0.0%  0 of 200 rows done: enriched, no feedback or invalid"
+    assert "last run  none yet" in lines
+    assert "ETA       200 pending rows: at best 2s at --delay-ms 1000 (no run measured yet)" in lines
 
 
 def empty_report(out: dict[str, Any]) -> None:
@@ -594,11 +605,10 @@ def test_empty_table(dsn):
     empty_report(as_json(dsn))
     result = cli(dsn, "--check")
     assert result.exit_code == 0
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(
-        "FEEDBACK-BACKFILL OK - no rows in the window | coverage=U;;;0;100 failure_rate=U;;5;0;100"
-    )
-    assert "no rows in the window" in lines and "  (no rows)" in lines
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("FEEDBACK-BACKFILL OK - no rows in the window | coverage=U;;;0;100 failure_rate=U;;5;0;100")
+    lines = cli(dsn).stdout.splitlines()
+    assert "progress       -  no rows in the window" in lines and "(no rows)" in lines
 
 
 def test_window_without_rows(dsn, archive):
@@ -617,11 +627,15 @@ def test_revert_holding_the_lease_is_shown_as_what_it_is(dsn, archive):
     assert out["runs"]["runner_pid"] is None and out["runs"]["lease"]["command"] == "revert"
     text = cli(dsn).stdout
     assert "a new run is starting" not in text and "a run is starting" not in text
-    assert "  lease: held, alive (heartbeat " in text and "    by `backfill revert` on db-host-1 (pid 4242)" in text
+    assert re.search(r"^lease     held by `backfill revert` on db-host-1 \(pid 4242\), heartbeat \d+s ago$", text, re.M)
+    verbose = cli(dsn, "-v").stdout
+    assert (
+        "  lease: held, alive (heartbeat " in verbose and "    by `backfill revert` on db-host-1 (pid 4242)" in verbose
+    )
 
 
 def test_not_migrated(app_dsn):
-    for args in ((), ("--check",), ("--json",)):
+    for args in ((), ("--json",)):
         result = cli(app_dsn, *args)
         assert result.exit_code == 1
         assert result.stdout == ""
@@ -629,6 +643,8 @@ def test_not_migrated(app_dsn):
             "backfill: error: The backfill tables do not exist: run `backfill db upgrade`"
             " (or `alembic upgrade head` in a checkout) first.\n"
         )
+    # --check: the plugin's UNKNOWN (tests/test_output.py)
+    assert cli(app_dsn, "--check").exit_code == 3
 
 
 def test_bad_window_is_a_usage_error(dsn):

@@ -11,24 +11,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from backfill import __version__, logs
+from backfill.cli.help import Command, Group
 from backfill.cli.params import (
+    COMMON,
+    SAFETY,
     ApiKey,
     BatchSize,
+    Check,
     DatabaseUrl,
+    Days,
     DelayMs,
     DryRun,
     Endpoint,
     Follow,
     Interval,
     Limit,
+    ListRuns,
     LogFormat,
     MaxAttempts,
     NoProgress,
@@ -40,11 +46,15 @@ from backfill.cli.params import (
     RunDryRun,
     Since,
     StatusFormat,
+    StatusJson,
     Strategy,
     Timeout,
     Until,
+    Verbose,
     WorkspaceId,
     Yes,
+    envvar,
+    option,
 )
 from backfill.config import ALL_TIME, Database, LangSmith, Window, parse_interval
 from backfill.domain.options import RunOptions
@@ -56,8 +66,23 @@ if TYPE_CHECKING:
     from backfill.operations.repair import Change
 
 
-class _Group(TyperGroup):
+#: ctx.meta key: `status --check` is running, its UNKNOWN line goes to this stream ("out" or "err")
+NAGIOS = "backfill.nagios"
+
+
+class _Group(Group):
     """The one place where the toolkit's errors become a one-line message and an exit code."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # --debug is the root's option, accepted after the subcommand too (before a `--`): moved in front
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+        # a monitoring plugin's command line that cannot even be parsed is UNKNOWN too (exit 3, not 2)
+        words = [a for a in args[:end] if not a.startswith("-")]
+        if words[:1] == ["status"] and "--check" in args[:end]:
+            ctx.meta[NAGIOS] = "err" if "--json" in args[:end] else "out"
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context (typer._click is private)
         try:
@@ -65,11 +90,29 @@ class _Group(TyperGroup):
         except BackfillError as exc:
             if isinstance(ctx.obj, dict) and ctx.obj.get("debug"):
                 raise
+            _unknown(ctx, str(exc))
             if logs.is_json():
                 logs.event("error", str(exc), logging.ERROR, error=type(exc).__name__, exit_code=exc.exit_code)
             else:
                 typer.echo(f"backfill: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except typer.TyperException as exc:  # click's usage errors, raised while parsing a subcommand
+            _unknown(ctx, exc.format_message())
+            raise
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug: under --check still the plugin's UNKNOWN (else main() says it)
+            if not (isinstance(ctx.obj, dict) and ctx.obj.get("debug")):
+                _unknown(ctx, f"internal error: {_first_line(exc)}")
+            raise
+
+
+def _unknown(ctx: Any, why: str) -> None:
+    """Under `status --check`, any error is the plugin's one UNKNOWN line and exit 3."""
+    stream = ctx.meta.get(NAGIOS)
+    if stream:
+        typer.echo(nagios.unknown_line(why), err=stream == "err")
+        raise typer.Exit(nagios.UNKNOWN)
 
 
 app = typer.Typer(
@@ -103,9 +146,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[
+        bool,
+        option("--debug", help="Show tracebacks instead of one-line errors (anywhere on the line).", panel="Options"),
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Backfill LangSmith feedback records into the PostgreSQL archive of runs."""
@@ -113,30 +160,31 @@ def main_options(
     logs.setup("text")  # `run --log-format json` sets it again
 
 
-@app.command("run", epilog=EPILOG_RUN)
+@app.command("run", epilog=EPILOG_RUN, cls=Command)
 def run_command(
     ctx: typer.Context,
     since: Since = "14d",
     until: Until = None,
     project: Projects = None,
-    batch_size: BatchSize = 100,
-    delay_ms: DelayMs = 1000,
-    max_attempts: MaxAttempts = 3,
-    limit: Limit = None,
-    dry_run: RunDryRun = False,
-    no_progress: NoProgress = False,
+    strategy: Strategy = "auto",
+    refetch: Refetch = False,
+    follow: Follow = False,
+    interval: Interval = "5m",
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
     endpoint: Endpoint = None,
     workspace_id: WorkspaceId = None,
     timeout: Timeout = 30.0,
-    refetch: Refetch = False,
-    replace_extractor_records: ReplaceExtractorRecords = False,
-    follow: Follow = False,
-    interval: Interval = "5m",
+    batch_size: BatchSize = 100,
+    delay_ms: DelayMs = 1000,
     outage_wait: OutageWait = "10m",
+    dry_run: RunDryRun = False,
+    limit: Limit = None,
+    max_attempts: MaxAttempts = 3,
+    replace_extractor_records: ReplaceExtractorRecords = False,
+    list_runs: ListRuns = False,
+    no_progress: NoProgress = False,
     log_format: LogFormat = "text",
-    strategy: Strategy = "auto",
 ) -> None:
     """Enrich the window's rows with their feedback records, resumably."""
     if log_format not in logs.FORMATS:
@@ -160,6 +208,8 @@ def run_command(
     pause = parse_interval(interval)
     if follow and (dry_run or refetch):
         raise UsageError("--follow cannot be combined with --dry-run or --refetch")
+    if list_runs and not dry_run:
+        raise UsageError("--list-runs works with --dry-run")
     database = Database.from_env(database_url)
     langsmith = None if dry_run else LangSmith.from_env(api_key, endpoint, workspace_id, timeout)
     if follow:
@@ -176,7 +226,7 @@ def run_command(
     logs.event("run_window", options.window.describe() + (" (refetch)" if refetch else ""), refetch=refetch)
     from backfill.runner.invocation import run
 
-    summary = run(database, langsmith, options, listing=_print_listing if dry_run else None)
+    summary = run(database, langsmith, options, listing=_print_listing if list_runs else None)
     if logs.is_json():
         # stderr stays one JSON object per line: the summary is the run_finished event
         logs.event("run_finished", summary.lines()[0], **logs.summary_fields(summary))
@@ -193,33 +243,38 @@ def run_command(
     raise typer.Exit(summary.exit_code)
 
 
-@app.command(
-    "status",
-    epilog="Example: backfill status --since 14d --check\n\n"
-    "Exit codes: 0 (with --check: OK), 1 error or --check WARNING, 2 usage or --check CRITICAL.",
-)
+EPILOG_STATUS = """Example: backfill status --since 14d   (monitoring: backfill status --check)
+
+--check prints one line and nothing else: FEEDBACK-BACKFILL OK|WARNING|CRITICAL - text | perfdata, \
+or FEEDBACK-BACKFILL UNKNOWN - why (no database, not migrated, bad options). With --json the line goes to \
+stderr and stdout is the JSON document; --format openmetrics is not for --check (UNKNOWN).
+
+Exit codes: 0 (with --check: OK), 1 error or --check WARNING, 2 usage or --check CRITICAL, \
+3 --check UNKNOWN."""
+
+
+@app.command("status", epilog=EPILOG_STATUS, cls=Command)
 def status_command(
     ctx: typer.Context,
     since: Since = "14d",
     until: Until = None,
     project: Projects = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (keys: see backfill.status).")] = False,
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check",
-            help="Monitoring-plugin mode: one summary line first (on stderr with --json), exit 0 OK,"
-            " 1 WARNING, 2 CRITICAL.",
-        ),
-    ] = False,
-    output_format: StatusFormat = "text",
     database_url: DatabaseUrl = None,
+    days: Days = None,
+    verbose: Verbose = False,
+    as_json: StatusJson = False,
+    output_format: StatusFormat = "text",
+    check: Check = False,
 ) -> None:
     """Report the backfill's progress and what the rows hold now (no API call, no write)."""
+    if check:
+        ctx.meta[NAGIOS] = "err" if as_json else "out"
     if output_format not in ("text", "json", "openmetrics"):
         raise UsageError(f"--format must be text, json or openmetrics, got {output_format!r}")
     if output_format == "openmetrics" and (as_json or check):
         raise UsageError("--format openmetrics cannot be combined with --json or --check")
+    if days is not None and days < 1:
+        raise UsageError("--days must be 1 or more")
     as_json = as_json or output_format == "json"
     window = Window.parse(since, until, project or ())
     from backfill.archive.status import status
@@ -231,12 +286,12 @@ def status_command(
         typer.echo(render(report), nl=False)
         raise typer.Exit(0)
     if check:
-        # With --json the summary goes to stderr so that stdout stays one JSON document.
+        # the plugin's one line; with --json on stderr, so that stdout stays one JSON document
         typer.echo(nagios.check_line(report), err=as_json)
     if as_json:
         typer.echo(json.dumps(status_json.to_json(report), indent=2))
-    else:
-        for line in text.lines(report):
+    elif not check:
+        for line in text.lines(report, days=None if verbose and days is None else days or text.DAYS, verbose=verbose):
             typer.echo(line)
     raise typer.Exit(report.exit_code if check else 0)
 
@@ -264,15 +319,19 @@ def _window(since: str | None, until: str | None, all_: bool, project: list[str]
     "verify",
     epilog="Example: backfill verify --since 14d --sample 200 --fix\n\n"
     "Exit codes: 0 no drift (or all fixed), 3 drift found, 1 error or runs not fetched, 2 usage.",
+    cls=Command,
 )
 def verify_command(
     ctx: typer.Context,
     since: Since = "14d",
     until: Until = None,
-    sample: Annotated[int | None, typer.Option(help="Runs to check at random (default 100).")] = 100,
-    all_runs: Annotated[bool, typer.Option("--all-runs", help="Check every enriched run of the window.")] = False,
+    sample: Annotated[int | None, option("--sample", help="Runs to check at random.", panel=COMMON, metavar="N")] = 100,
+    all_runs: Annotated[
+        bool, option("--all-runs", help="Check every enriched run of the window.", panel=COMMON)
+    ] = False,
     fix: Annotated[
-        bool, typer.Option("--fix", help="Re-patch drifted runs with the API's records, atomically.")
+        bool,
+        typer.Option("--fix", help="Re-patch drifted runs with the API's records, atomically.", rich_help_panel=SAFETY),
     ] = False,
     delay_ms: DelayMs = 1000,
     database_url: DatabaseUrl = None,
@@ -297,11 +356,17 @@ def verify_command(
     raise typer.Exit(report.exit_code)
 
 
-@app.command("retry", epilog="Example: backfill retry --reason api_error && backfill run --since 14d")
+@app.command("retry", epilog="Example: backfill retry --reason api_error && backfill run --since 14d", cls=Command)
 def retry_command(
     ctx: typer.Context,
     reason: Annotated[
-        str | None, typer.Option(help="Only failures of this reason: api_error, mismatch or unstorable.")
+        str | None,
+        option(
+            "--reason",
+            help="Only failures of this reason: api_error, mismatch or unstorable.",
+            panel=COMMON,
+            metavar="REASON",
+        ),
     ] = None,
     since: Since = "14d",
     until: Until = None,
@@ -332,7 +397,7 @@ def _apply(
     return fn(database, window, dry_run=dry_run)
 
 
-@app.command("reset", epilog="Example: backfill reset --since 14d --yes")
+@app.command("reset", epilog="Example: backfill reset --since 14d --yes", cls=Command)
 def reset_command(
     ctx: typer.Context,
     since: OptionalSince = None,
@@ -350,12 +415,14 @@ def reset_command(
     typer.echo(f"{verb} {change.rows} checkpoint row(s); rows we enriched stay recorded for revert", err=True)
 
 
-@app.command("revert", epilog="Example: backfill revert --since 14d --dry-run; backfill revert --all --yes")
+@app.command(
+    "revert", epilog="Example: backfill revert --since 14d --dry-run; backfill revert --all --yes", cls=Command
+)
 def revert_command(
     ctx: typer.Context,
     since: OptionalSince = None,
     until: Until = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every run_date.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every run_date.", rich_help_panel=COMMON)] = False,
     yes: Yes = False,
     dry_run: DryRun = False,
     database_url: DatabaseUrl = None,
@@ -382,14 +449,17 @@ app.add_typer(db_app, name="db")
 @app.command(
     "demo",
     epilog='Example: backfill demo --keep   (then: psql "$DATABASE_URL", backfill status, ...)',
+    cls=Command,
 )
 def demo_command(
     ctx: typer.Context,
-    rows: Annotated[int, typer.Option(help="Synthetic runs to archive (over 20 days).")] = 3000,
+    rows: Annotated[
+        int, option("--rows", help="Synthetic runs to archive (over 20 days).", panel=COMMON, metavar="N")
+    ] = 3000,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Leave both servers running and print how to reach and stop them.")
+        bool, option("--keep", help="Leave both servers running and print how to reach and stop them.", panel=COMMON)
     ] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: NoProgress = False,
 ) -> None:
     """Run the DBA's workflow on a throwaway PostgreSQL and the fake LangSmith."""
     from backfill.sandbox.demo import demo
@@ -407,15 +477,16 @@ def _print_listing(run_id: str, run_date: dt.date, action: str) -> None:
     typer.echo(f"{run_date}\t{run_id}\t{action}")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def main() -> None:
     try:
         app(prog_name="backfill")
     except Exception as exc:  # the last line of defence: a bug, still reported in one line
-        if "--debug" in sys.argv:
+        if "--debug" in sys.argv or os.environ.get(envvar("--debug"), "").lower() in ("1", "true", "yes", "on"):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"backfill: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        print(f"backfill: internal error: {_first_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)

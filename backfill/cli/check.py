@@ -7,7 +7,21 @@ from typing import Annotated
 
 import typer
 
-from backfill.cli.params import ApiKey, DatabaseUrl, DelayMs, Endpoint, Projects, Since, Timeout, Until, WorkspaceId
+from backfill.cli.help import Command
+from backfill.cli.params import (
+    OUTPUT,
+    PACING,
+    ApiKey,
+    DatabaseUrl,
+    DelayMs,
+    Endpoint,
+    Projects,
+    Since,
+    Timeout,
+    Until,
+    WorkspaceId,
+    option,
+)
 from backfill.config import Database, LangSmith, Window
 from backfill.errors import UsageError
 
@@ -21,14 +35,19 @@ def check_command(
     since: Since = "14d",
     until: Until = None,
     project: Projects = None,
-    delay_ms: DelayMs = 1000,
-    batch_size: Annotated[int, typer.Option(help="Run ids per API request, as `backfill run` will use.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (checks, estimates, status).")] = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
     endpoint: Endpoint = None,
     workspace_id: WorkspaceId = None,
     timeout: Timeout = 30.0,
+    delay_ms: DelayMs = 1000,
+    batch_size: Annotated[
+        int,
+        option("--batch-size", help="Run ids per API request, as `backfill run` will use.", panel=PACING, metavar="N"),
+    ] = 100,
+    as_json: Annotated[
+        bool, option("--json", help="One JSON object (checks, estimates, status).", panel=OUTPUT)
+    ] = False,
 ) -> None:
     """Pre-flight: database, schema, privileges, pooler, API key and workspace, and the run's estimates."""
     window = Window.parse(since, until, project or ())
@@ -56,4 +75,4 @@ def check_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", epilog=CHECK_EPILOG)(check_command)
+    app.command("check", epilog=CHECK_EPILOG, cls=Command)(check_command)

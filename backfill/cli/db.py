@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from backfill.cli.params import DatabaseUrl
+from backfill.cli.help import Command, Group
+from backfill.cli.params import COMMON, DatabaseUrl, option
 from backfill.config import Database
 from backfill.errors import UsageError
 
 db_app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     help="Our schema, from the installed package: upgrade, downgrade, current, history, grants, schema.",
     epilog='Example: backfill db upgrade && backfill db grants backfill_runner | psql "$OWNER_DATABASE_URL"',
@@ -23,13 +25,15 @@ EPILOG_DB = (
 
 
 @db_app.command(
-    "upgrade", epilog="Example: backfill db upgrade   (or: backfill db upgrade --sql > review.sql)\n\n" + EPILOG_DB
+    "upgrade",
+    epilog="Example: backfill db upgrade   (or: backfill db upgrade --sql > review.sql)\n\n" + EPILOG_DB,
+    cls=Command,
 )
 def db_upgrade_command(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(help="Target revision.", metavar="REVISION")] = "head",
     sql: Annotated[
-        bool, typer.Option("--sql", help="Print the SQL instead of running it (no database needed).")
+        bool, option("--sql", help="Print the SQL instead of running it (no database needed).", panel=COMMON)
     ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -39,16 +43,23 @@ def db_upgrade_command(
     if sql:
         migrate.offline_sql(revision)
         return
-    migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.upgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
 @db_app.command(
-    "downgrade", epilog="Example: backfill db downgrade base --sql > undo.sql   (base removes all)\n\n" + EPILOG_DB
+    "downgrade",
+    epilog="Example: backfill db downgrade base --sql > undo.sql   (base removes all)\n\n" + EPILOG_DB,
+    cls=Command,
 )
 def db_downgrade_command(
     ctx: typer.Context,
-    revision: Annotated[str, typer.Argument(help="Revision to go down to (base: remove everything of ours).")],
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL (from head down) instead of running it.")] = False,
+    revision: Annotated[
+        str, typer.Argument(help="Revision to go down to (base: remove everything of ours).", metavar="REVISION")
+    ],
+    sql: Annotated[
+        bool, option("--sql", help="Print the SQL (from head down) instead of running it.", panel=COMMON)
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Undo our migrations down to REVISION; the app's tables and rows are never touched."""
@@ -57,10 +68,11 @@ def db_downgrade_command(
     if sql:
         migrate.offline_sql(migrate.head(), downgrade_to=revision)
         return
-    migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    reached = migrate.downgrade(Database.from_env(database_url), revision, log=True)
+    typer.echo(migrate.at(reached), err=True)
 
 
-@db_app.command("current", epilog="Example: backfill db current   (prints fb0008 (head) when up to date)")
+@db_app.command("current", epilog="Example: backfill db current   (prints fb0008 (head) when up to date)", cls=Command)
 def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
     """Print the database's revision of our schema (nothing before the first upgrade)."""
     from backfill.operations import migrate
@@ -68,7 +80,7 @@ def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> 
     migrate.current(Database.from_env(database_url))
 
 
-@db_app.command("history", epilog="Example: backfill db history")
+@db_app.command("history", epilog="Example: backfill db history", cls=Command)
 def db_history_command() -> None:
     """List our revisions, newest first (no database needed)."""
     from backfill.operations import migrate
@@ -77,21 +89,30 @@ def db_history_command() -> None:
 
 
 @db_app.command(
-    "grants", epilog='Example: backfill db grants backfill_runner | psql -v ON_ERROR_STOP=1 "$OWNER_DATABASE_URL"'
+    "grants",
+    epilog='Example: backfill db grants backfill_runner --create-role | psql "$OWNER_DATABASE_URL"'
+    "   (then \\password backfill_runner in psql)",
+    cls=Command,
 )
 def db_grants_command(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run` (it must exist).")],
+    role: Annotated[str, typer.Argument(help="The login role that runs `backfill run`.", metavar="ROLE")],
+    create_role: Annotated[
+        bool,
+        option("--create-role", help="Also create ROLE (LOGIN, no password) unless it exists.", panel=COMMON),
+    ] = False,
 ) -> None:
-    """Print the least-privilege GRANTs for ROLE (run, status, retry, verify; not revert/reset)."""
+    """Print a psql script granting ROLE what check, run, status, retry, verify, db current need (not revert)."""
     from backfill.sql import grants
 
-    if not role.strip() or "\0" in role:
-        raise UsageError("ROLE must be a role name")
-    typer.echo(grants(role), nl=False)
+    if not role.strip() or any(c < " " for c in role) or len(role.encode()) > 63:
+        raise UsageError("ROLE must be a role name (at most 63 bytes, no control characters)")
+    typer.echo(grants(role, create_role=create_role), nl=False)
 
 
-@db_app.command("schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)")
+@db_app.command(
+    "schema", epilog="Example: backfill db schema > schema.sql   (the DDL to review or apply by hand)", cls=Command
+)
 def db_schema_command() -> None:
     """Print our DDL for review: what `backfill db upgrade --sql` prints (sql/schema.sql)."""
     from backfill.sql import schema

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from backfill.domain.listing import SLICE_RECORDS
 from backfill.domain.packing import MAX_IDS, PAGE, requests
+from backfill.domain.units import count
 
 STRATEGIES = ("auto", "runs", "project")
 #: ``auto`` lists a project only when that is expected to take at most this share of the
@@ -30,6 +31,11 @@ STRATEGIES = ("auto", "runs", "project")
 #: root run (0.22 records per run) expects about 0.25 of the requests; the demo's (0.4 per
 #: run), about 0.45.
 AUTO_RATIO = 1 / 3
+#: ``AUTO_RATIO`` as the plan says it (``runner.planning``), once before each project's ``Choice.why``.
+AUTO_RULE = (
+    "auto lists a project only at a third of its requests or less, as a listing also reads"
+    " the feedback of runs outside the window"
+)
 #: Requests a listing spends besides its pages: the sampled check (``runner.listing.SAMPLE_RUNS`` of
 #: each kind: up to two requests) and the last, partly filled page of each slice.
 CHECK_REQUESTS = 2
@@ -69,7 +75,7 @@ class Choice:
     records: int = 0  # what the window's feedback_stats promise (the listing plans its slices by it)
 
     def line(self) -> str:
-        return f"{self.project}: {self.strategy}, ~{self.expected:,} request(s) ({self.why})"
+        return f"{self.project}: {self.strategy}, ~{count(self.expected, 'request')} ({self.why})"
 
 
 def runs_requests(f: ProjectFigures) -> int:
@@ -84,7 +90,10 @@ def project_requests(f: ProjectFigures) -> int:
 
 
 def choose(f: ProjectFigures, asked: str) -> Choice:
-    """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests."""
+    """``asked`` is auto, runs or project; auto lists when that takes at most AUTO_RATIO of the requests.
+
+    ``why`` says it in the DBA's words: what the stats promise, the other strategy's cost, and the rule.
+    """
     runs, listed = runs_requests(f), project_requests(f)
     n = f.records
     if f.pending == 0:
@@ -93,14 +102,16 @@ def choose(f: ProjectFigures, asked: str) -> Choice:
         return Choice(f.project, "runs", runs, runs, "--strategy runs", n)
     if asked == "project":
         return Choice(f.project, "project", listed, runs, f"--strategy project; run by run ~{runs:,}", n)
-    ratio = f"{'at least ' if f.at_least else ''}{f.promised:,} record(s) promised for {f.pending:,} pending row(s)"
+    promised = f"{'at least ' if f.at_least else ''}{count(f.promised, 'record')} promised"
+    ratio = f"{promised} for {count(f.pending, 'pending row')}"
     if f.promised == 0:
         # stats promising nothing say nothing of the feedback there is (an archive extracted
         # without feedback_stats looks the same): asked run by run
         return Choice(f.project, "runs", runs, runs, f"{ratio}: nothing to plan a listing by", n)
     if listed <= AUTO_RATIO * runs:
-        return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}", n)
-    return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}", n)
+        return Choice(f.project, "project", listed, runs, f"{ratio}; run by run ~{runs:,}, 3x or more", n)
+    cost = "no cheaper" if listed >= runs else "more than a third of that"
+    return Choice(f.project, "runs", runs, runs, f"{ratio}; listing ~{listed:,}, {cost}", n)
 
 
 def ruled_out(pending: int, records: int) -> bool:

@@ -1,4 +1,4 @@
-"""Durations as a DBA reads them."""
+"""Durations and counts as a DBA reads them."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ def duration(seconds: float | None, *, minutes_past_a_day: bool = False) -> str:
     if m:
         return f"{m}m {sec:02d}s"
     return f"{sec}s"
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows`` (``plural`` where adding an s is wrong: ``1 reply``, ``2 replies``)."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"

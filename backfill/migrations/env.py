@@ -21,17 +21,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import context
+from backfill.alembic import TABLES, VERSION_TABLE
 from backfill.config import Database
 from backfill.errors import BackfillError, redact
 from backfill.operations.migrate import log_to_stderr
 
-VERSION_TABLE = "feedback_backfill_alembic_version"
-OUR_TABLES = {"feedback_backfill_status", "feedback_backfill_invocations", "feedback_backfill_lease", VERSION_TABLE}
-
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     """Autogenerate sees only our objects, so it never proposes to drop the app's."""
-    return type_ != "table" or name in OUR_TABLES
+    return type_ != "table" or name in TABLES
 
 
 def _configure(**kwargs: object) -> None:

@@ -61,6 +61,8 @@ def check(
     options = RunOptions(window=window, batch_size=batch_size, delay_ms=delay_ms)
     probe: list[str] = []
     migrated = False
+    # why the API probe has no run of the window to ask, when it is not the window itself
+    unread: str | None = "the database could not be read"
     try:
         gw = db.connect(database)
     except BackfillError as exc:
@@ -69,12 +71,13 @@ def check(
     if gw is not None:
         try:
             migrated, probe = _database(gw, report, options)
+            unread = None if migrated else "our tables are missing"
         except BackfillError as exc:
             report.add("database", FAIL, str(exc))
         finally:
             gw.close()
         _pooler(database, report)
-    sizes = _api(langsmith, report, probe, delay_ms)
+    sizes = _api(langsmith, report, probe, delay_ms, unread)
     if migrated:
         try:
             _estimates(database, report, options, sizes)
@@ -248,8 +251,11 @@ def key_name(settings: LangSmith) -> str:
     return f"LANGSMITH_API_KEY{tail}"
 
 
-def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str], delay_ms: int) -> list[int]:
-    """Key and workspace, by GETs of the probe's runs; returns the JSON sizes of their records."""
+def _api(
+    factory: Callable[[], LangSmith], report: CheckReport, probe: list[str], delay_ms: int, unread: str | None = None
+) -> list[int]:
+    """Key and workspace, by GETs of the probe's runs; returns the JSON sizes of their records.
+    ``unread``: why the window's runs could not be read (then only the key is probed)."""
     try:
         settings = factory()
     except BackfillError as exc:
@@ -282,6 +288,14 @@ def _api(factory: Callable[[], LangSmith], report: CheckReport, probe: list[str]
         return []
     finally:
         source.close()
+    if unread is not None:
+        report.add(
+            "api",
+            WARN,
+            f"{key_name(settings)} accepted at {settings.endpoint}; the workspace was not probed: {unread}, so no"
+            " run of the window could be asked for",
+        )
+        return []
     if not probe:
         report.add(
             "api",

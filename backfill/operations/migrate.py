@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TextIO
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
+from backfill.alembic import VERSION_TABLE
 from backfill.config import Database
 from backfill.errors import DatabaseError, redact
 
@@ -53,13 +55,23 @@ def head() -> str:
     return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
-def upgrade(database: Database, revision: str = "head", *, log: bool = False) -> None:
-    """Run our migrations up to ``revision`` on one connection (``config.attributes``)."""
-    _run(database, lambda cfg: command.upgrade(cfg, revision), log)
+def upgrade(database: Database, revision: str = "head", *, log: bool = False) -> str | None:
+    """Run our migrations up to ``revision`` on one connection (``config.attributes``);
+    returns the revision the database is at after it."""
+    return _run(database, lambda cfg: command.upgrade(cfg, revision), log, reached=True)
 
 
-def downgrade(database: Database, revision: str = "base", *, log: bool = False) -> None:
-    _run(database, lambda cfg: command.downgrade(cfg, revision), log)
+def downgrade(database: Database, revision: str = "base", *, log: bool = False) -> str | None:
+    """Undo our migrations down to ``revision``; returns the revision the database is at (None: base)."""
+    return _run(database, lambda cfg: command.downgrade(cfg, revision), log, reached=True)
+
+
+def at(revision: str | None) -> str:
+    """The line `backfill db upgrade`/`downgrade` end with: where the database is now."""
+    if revision is None:
+        return "database at base: none of our revisions applied"
+    top = head()
+    return f"database at {revision} (head)" if revision == top else f"database at {revision} (head is {top})"
 
 
 def current(database: Database, stdout: TextIO | None = None) -> None:
@@ -83,7 +95,15 @@ def history(stdout: TextIO | None = None) -> None:
     command.history(alembic_config(stdout=stdout))
 
 
-def _run(database: Database, fn: Callable[[Config], None], log: bool, stdout: TextIO | None = None) -> None:
+def _run(
+    database: Database,
+    fn: Callable[[Config], None],
+    log: bool,
+    stdout: TextIO | None = None,
+    *,
+    reached: bool = False,
+) -> str | None:
+    """``fn`` on one connection; ``reached``: then read the revision the database is at."""
     cfg = alembic_config(log=log, stdout=stdout)
     try:
         engine = create_engine(database.sqlalchemy_url, poolclass=pool.NullPool)
@@ -93,6 +113,11 @@ def _run(database: Database, fn: Callable[[Config], None], log: bool, stdout: Te
         with engine.connect() as conn:
             cfg.attributes["connection"] = conn
             fn(cfg)
+            if not reached:
+                return None
+            # read from the version table, not assumed from the target: "heads", "-1" and
+            # "+1" name no revision, and a downgrade to base leaves the table empty
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     except SQLAlchemyError as exc:
         raise DatabaseError(redact(f"database error: {_line(exc)}", database.secrets())) from None
     finally:

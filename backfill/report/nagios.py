@@ -1,9 +1,19 @@
-"""`backfill status --check`: the report as one line in the monitoring-plugin format."""
+"""`backfill status --check`: the report as the one line of a monitoring plugin (Nagios, Icinga).
+
+``FEEDBACK-BACKFILL <status> - <text> | <perfdata>``, exit code 0 OK, 1 WARNING, 2 CRITICAL;
+``FEEDBACK-BACKFILL UNKNOWN - <why>`` and 3 when nothing could be measured. The perfdata labels
+keep their names whatever the text says (graphs are drawn from them): ``coverage`` is the
+text's progress, ``data_feedback_coverage`` its coverage.
+"""
 
 from __future__ import annotations
 
 from backfill.domain.status import CRITICAL_FAILURE_RATE, LEVELS, StatusReport
 from backfill.report.text import describe, pct, perf_pct
+
+#: The plugin's exit code when it cannot measure (no database, not migrated, bad options).
+UNKNOWN = 3
+PLUGIN = "FEEDBACK-BACKFILL"
 
 
 def check_line(self: StatusReport) -> str:
@@ -13,8 +23,8 @@ def check_line(self: StatusReport) -> str:
         text = "; ".join(describe(a) for a in sorted(self.alerts, key=lambda a: -LEVELS[a.level]))
     elif t.rows:
         text = (
-            f"coverage {pct(t.coverage)}, {t.pending} pending, {t.failed + t.invalid} failed,"
-            f" feedback coverage {pct(self.data.feedback_coverage_rate)} (data)"
+            f"progress {pct(t.coverage)} ({t.pending:,} pending, {t.failed + t.invalid:,} failed),"
+            f" coverage {pct(self.data.feedback_coverage_rate)}"
         )
     else:
         text = "no rows in the window"
@@ -31,4 +41,9 @@ def check_line(self: StatusReport) -> str:
     ]
     if self.throughput.rows_per_s is not None:
         perf.append(f"rows_per_s={self.throughput.rows_per_s:.3f};;;0")
-    return f"FEEDBACK-BACKFILL {self.status} - {text} | {' '.join(perf)}"
+    return f"{PLUGIN} {self.status} - {text} | {' '.join(perf)}"
+
+
+def unknown_line(why: str) -> str:
+    """The line when nothing could be measured: no perfdata (a ``|`` in ``why`` would start it)."""
+    return f"{PLUGIN} UNKNOWN - {' '.join(why.split()).replace('|', '/')}"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from backfill.domain.packing import lower_bound
 from backfill.domain.rows import Tally, Written
+from backfill.domain.units import count, duration
 
 
 @dataclass
@@ -44,6 +45,9 @@ class RunSummary:
     fallbacks: dict[str, str] = field(default_factory=dict)  # project -> why it was fetched run by run
     #: rows examined without feedback by a listing's proof: settled by the day's mark, no checkpoint row
     settled: int = 0
+    #: the plan's estimate: requests expected (``runner.planning``), and the pacing they are made at
+    expected_requests: int = 0
+    delay_ms: int = 0
 
     def spent(self, tally: Tally) -> None:
         """Count requests made for this invocation (a batch's, a listing slice's, a probe's)."""
@@ -119,7 +123,14 @@ class RunSummary:
         else:
             out.append(f"  invalid      {self.would_be_invalid} row(s) would be recorded invalid, without an API call")
             out += [f"  strategy     {line}" for line in self.choices[:1]] + [f"    {c}" for c in self.choices[1:]]
+            out.append(f"  estimate     {self.estimate()}")
         return out
+
+    def estimate(self) -> str:
+        """What the plan expects to cost: requests, and the time the pacing alone takes for them."""
+        n = self.expected_requests
+        floor = duration(n * self.delay_ms / 1000)
+        return f"~{count(n, 'API request')}, at least {floor} at --delay-ms {self.delay_ms} (the pacing alone)"
 
     def _strategy_lines(self) -> list[str]:
         if self.strategy == "runs" and not self.fallbacks:

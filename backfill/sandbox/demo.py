@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show("")
         show("$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)")
         database = Database(url)
-        migrate.upgrade(database, log=True)  # Alembic's own lines, on stderr
+        show(migrate.at(migrate.upgrade(database, log=True)))  # after Alembic's own lines, on stderr
         show("  feedback_backfill_status, feedback_backfill_invocations, feedback_backfill_lease,")
         show("  6 indexes on runs built CONCURRENTLY (GIN paths, partial indexes), the analyst view feedback_records_v")
         show("")
@@ -130,9 +131,10 @@ def demo(rows: int = 3000, keep: bool = False, progress: bool = True, show: Call
         show(f"demo finished in {elapsed:.1f}s")
         if keep:
             show("--keep: both servers are still running; explore with psql and the other commands:")
-            print(f"export DATABASE_URL={url}")
-            print(f"export LANGSMITH_ENDPOINT={endpoint}")
-            print(f"export LANGSMITH_API_KEY={DEMO_KEY}")
+            # quoted for the shell: the URL's query string holds "&" (host=...&port=...)
+            print(f"export DATABASE_URL={shlex.quote(url)}")
+            print(f"export LANGSMITH_ENDPOINT={shlex.quote(endpoint)}")
+            print(f"export LANGSMITH_API_KEY={shlex.quote(DEMO_KEY)}")
             show(f"to stop them: kill {fake.pid}; {pg.stop_command()}")
         return DemoResult(summary, url, endpoint, elapsed)
     finally:

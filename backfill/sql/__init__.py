@@ -26,9 +26,28 @@ def _parse(text: str) -> dict[str, str]:
 QUERIES: dict[str, str] = _parse(files(__package__).joinpath("queries.sql").read_text("utf-8"))
 
 
-def grants(role: str) -> str:
-    """sql/grants.sql for ``role`` (quoted as an identifier), as psql -v role=... would apply it."""
-    return _text("grants.sql").replace(':"role"', '"' + role.replace('"', '""') + '"')
+def grants(role: str, *, create_role: bool = False) -> str:
+    """sql/grants.sql for ``role`` (quoted as an identifier), as psql -v role=... would apply it:
+    a psql script, ``\\set ON_ERROR_STOP on`` first. ``create_role``: also create ``role`` (a
+    LOGIN role without password) unless it exists."""
+    ident = '"' + role.replace('"', '""') + '"'
+    first, rest = _text("grants.sql").split("\n", 1)  # first: \\set ON_ERROR_STOP on
+    rest = rest.replace(':"role"', ident)
+    if not create_role:
+        return f"{first}\n{rest}"
+    literal = "'" + role.replace("'", "''") + "'"
+    # psql's \\if, not a DO block: no dollar quoting around a name that could hold one
+    create = (
+        f"SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal}) AS backfill_create_role \\gset\n"
+        "\\if :backfill_create_role\n"
+        f"CREATE ROLE {ident} LOGIN;\n"
+        "\\else\n"
+        "\\echo 'the role exists: not created, granted all the same'\n"
+        "\\endif\n"
+        # the password is set interactively, never in argv, this output or the server's log
+        f"-- then: \\password {ident}   (in psql, as a role with CREATEROLE; or peer/certificate auth)\n\n"
+    )
+    return f"{first}\n{create}{rest}"
 
 
 def schema() -> str:

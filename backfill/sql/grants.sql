@@ -1,7 +1,11 @@
--- Least privilege for the role that runs `backfill run`, `status`, `retry` and `verify [--fix]`.
--- Apply as the owner of `runs`, after `backfill db upgrade` (or `alembic upgrade head`; the owner runs it).
--- backfill db grants backfill_runner | psql ...      (or: psql -v role=backfill_runner -f sql/grants.sql)
--- The role also needs CONNECT on the database (GRANT CONNECT ON DATABASE <db> TO ...).
+\set ON_ERROR_STOP on
+-- Least privilege for the role that runs `backfill check`, `run`, `status`, `retry`,
+-- `verify [--fix]` and `db current`. A psql script (ON_ERROR_STOP: the first error ends it,
+-- psql exits 3). Apply as the owner of `runs`, after `backfill db upgrade`:
+--   backfill db grants backfill_runner --create-role | psql "$OWNER_DATABASE_URL"
+--   (or: psql -v role=backfill_runner -f sql/grants.sql "$OWNER_DATABASE_URL")
+-- The role also needs CONNECT on the database, which PUBLIC has unless revoked
+-- (GRANT CONNECT ON DATABASE <db> TO ...).
 
 GRANT USAGE ON SCHEMA public TO :"role";
 
@@ -24,6 +28,15 @@ GRANT SELECT, INSERT, UPDATE ON feedback_backfill_lease TO :"role";
 -- are deleted once a new listing of the project replaces them (they are copies of the API's)
 GRANT SELECT, INSERT, UPDATE ON feedback_backfill_listing TO :"role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON feedback_backfill_staged TO :"role";
+
+-- our revision, read by `backfill db current` and by `check` (schema at head?)
+GRANT SELECT ON feedback_backfill_alembic_version TO :"role";
+
+-- the app's own revision, if it keeps one: `check` confirms none of ours landed there
+SELECT to_regclass('alembic_version') IS NOT NULL AS backfill_app_version \gset
+\if :backfill_app_version
+GRANT SELECT ON alembic_version TO :"role";
+\endif
 
 -- Analysts (a different role): the view of one row per feedback record. A view reads `runs`
 -- with its owner's rights, so analysts need no grant on runs itself.

@@ -30,7 +30,7 @@ def test_window_parse(since, until, first, end):
 
 def test_window_describe_names_the_last_day_and_projects():
     window = Window.parse("3d", projects=["a", "b"], today=TODAY)
-    assert window.describe() == "run_date 2026-11-27 .. 2026-11-29 in a, b"
+    assert window.describe() == "run_date 2026-11-27 .. 2026-11-29 inclusive in a, b"
 
 
 @pytest.mark.parametrize(

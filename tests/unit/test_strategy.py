@@ -15,7 +15,7 @@ def test_the_sparse_trace_archive_of_the_issue_is_listed() -> None:
     c = choose(f, "auto")
     assert c.strategy == "project" and c.runs_expected == 100
     assert c.expected == project_requests(f) == 22 + 2 + 2  # pages, a partial page per slice, the check
-    assert c.line().startswith("proj-a: project, ~26 request(s) (2,162 record(s) promised for 10,000 pending")
+    assert c.line().startswith("proj-a: project, ~26 requests (2,162 records promised for 10,000 pending")
 
 
 def test_a_dense_archive_is_asked_run_by_run() -> None:
