@@ -41,3 +41,10 @@ def count_api(gw: db.Gateway, invocation_id: int | None, api: Tally) -> None:
     invocation row, in the caller's transaction."""
     zero = dict.fromkeys(("examined", "enriched", "no_feedback", "failed", "records"), 0)
     gw.execute("count_invocation", {"invocation_id": invocation_id, **zero, **api_params(api)})
+
+
+def count_settled(gw: db.Gateway, invocation_id: int | None, rows: int) -> None:
+    """Add rows a mark settled without a checkpoint row (examined, no feedback) to the invocation
+    row, in the mark's transaction."""
+    params = {"invocation_id": invocation_id, "examined": rows, "enriched": 0, "no_feedback": rows, "failed": 0}
+    gw.execute("count_invocation", {**params, "records": 0, **api_params(Tally())})

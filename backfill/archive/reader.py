@@ -15,6 +15,7 @@ from typing import Any
 from backfill.archive import gateway as db
 from backfill.archive.settled import closed
 from backfill.config import Window
+from backfill.domain.listing import Listing
 from backfill.domain.options import RunOptions
 from backfill.domain.rows import Row
 from backfill.domain.settling import Settling
@@ -86,11 +87,11 @@ def pending_by_project(
     def add(rows: list[dict[str, Any]]) -> None:
         pending.update({r["project"]: r["pending"] for r in rows})
 
+    settled = marks(read, options.window)
     if options.refetch:
         for day in days(options.window):
-            add(read("count_refetch", {**params, "day": day}))
+            add(read("count_refetch", {**params, "day": day, "mark": settled.get(day, 0)}))
         return pending
-    settled = marks(read, options.window)
     for day in days(options.window):
         mark = settled.get(day, 0)
         if mark:
@@ -104,6 +105,7 @@ def walk(
     options: RunOptions,
     refetch_since: dt.datetime | None = None,
     settling: Settling | None = None,
+    listing: Listing | None = None,
 ) -> Iterator[list[Row]]:
     """Batches of rows to examine: the window's days in order, keyset on id within a day.
 
@@ -111,17 +113,39 @@ def walk(
     once: no transaction stays open while the batch is fetched. On a settled day the rows at
     or below its mark come from walk_settled, the rest from walk_batch. ``settling`` hears
     of each row read and of each day read to its end (``domain.settling``).
+
+    With ``listing`` (a project's, complete and checked) a day whose horizon has closed is
+    walked by proof: only walk_candidates' rows are read (``domain.settling``), and the day is
+    ``prove``d; under an open horizon the day is walked whole, its staged rows below the mark
+    included.
     """
     params = query_params(options, refetch_since)
     settling = settling or Settling()
     read = committing(gw)
-    settled = {} if options.refetch else marks(read, options.window)
+    settled = marks(read, options.window)
+    staged = {} if listing is None or options.refetch else staged_rows(read, options, listing)
     phases = ["walk_refetch"] if options.refetch else ["walk_settled", "walk_batch"]
     left = options.limit if options.limit is not None else -1  # -1: no limit
     batch: list[Row] = []
     for day in days(options.window):
         complete = closed(gw, settling)  # before the day's first read
         mark = settled.get(day, 0)
+        ids = staged.get(day, [])
+        if listing is not None and not options.refetch and complete and left < 0:
+            candidates = [r["id"] for r in read("walk_candidates", {**params, "day": day, "staged": ids})]
+            at = 0
+            while at < len(candidates):
+                chunk = candidates[at : at + options.batch_size - len(batch)]
+                at += len(chunk)
+                rows = read("walk_rows", {**params, "ids": chunk})
+                settling.read(day, len(rows))
+                batch += [Row(**r, settled=r["id"] <= mark) for r in rows]
+                if len(batch) == options.batch_size:
+                    yield batch
+                    batch = []
+            settling.prove(day)
+            settling.end(day, complete)
+            continue
         after_id = 0
         for query in phases:
             if query == "walk_settled" and not mark:
@@ -130,9 +154,10 @@ def walk(
                 after_id = max(after_id, mark)
             while left != 0:
                 want = options.batch_size - len(batch) if left < 0 else min(options.batch_size - len(batch), left)
-                rows = read(query, {**params, "day": day, "after_id": after_id, "mark": mark, "batch_size": want})
+                cursor = {"day": day, "after_id": after_id, "mark": mark, "batch_size": want, "staged": ids}
+                rows = read(query, {**params, **cursor})
                 settling.read(day, len(rows))
-                batch += [Row(**r) for r in rows]
+                batch += [Row(**r, settled=r["id"] <= mark) for r in rows]
                 if rows:
                     after_id = rows[-1]["id"]
                     left = left - len(rows) if left > 0 else left
@@ -146,6 +171,14 @@ def walk(
         settling.end(day, complete)
     if batch:
         yield batch
+
+
+def staged_rows(read: Read, options: RunOptions, listing: Listing) -> dict[dt.date, list[int]]:
+    """The window's rows (of ``options``' projects) whose runs have records ``listing``'s session staged: day -> ids."""
+    out: dict[dt.date, list[int]] = {}
+    for r in read("staged_rows", {**window_params(options.window), "session_id": listing.session_id}):
+        out.setdefault(r["run_date"], []).append(r["id"])
+    return out
 
 
 def refetch_since(gw: db.Gateway) -> dt.datetime:

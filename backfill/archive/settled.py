@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from backfill.archive import gateway as db
+from backfill.archive import ledger
 from backfill.domain.options import RunOptions
 from backfill.domain.settling import Settling
 
@@ -45,8 +46,24 @@ def closed(gw: db.Gateway, settling: Settling) -> bool:
     return settling.closed and settling.marking
 
 
-def mark(gw: db.Gateway, settling: Settling, days: list[dt.date], invocation_id: int | None) -> None:
-    """Mark ``days`` settled up to the walk's id bound, each in a short transaction of its own."""
+def mark(gw: db.Gateway, settling: Settling, days: list[dt.date], invocation_id: int | None) -> int:
+    """Mark ``days`` settled up to the walk's id bound, each in a short transaction of its own;
+    return how many rows the marks settled without a checkpoint row (days a walk ``prove``d).
+
+    Those rows are examined without feedback: the invocation row counts them in the mark's
+    transaction, as the checkpoint counts the rows it writes.
+    """
+    proven = 0
     for day in days:
+        params = {"day": day, "id_bound": settling.id_bound, "invocation_id": invocation_id}
         with gw.transaction():
-            gw.execute("settle_day", {"day": day, "id_bound": settling.id_bound, "invocation_id": invocation_id})
+            if day not in settling.proven:
+                gw.execute("settle_day", params)
+                continue
+            before = gw.execute("settled_marks", {"since": day, "until": day + dt.timedelta(days=1)})
+            after_id = before[0]["id_bound"] if before else 0
+            n = int(gw.one("settle_day_proven", {**params, "after_id": after_id})["proven"])
+            if n:
+                ledger.count_settled(gw, invocation_id, n)
+        proven += n
+    return proven

@@ -6,8 +6,13 @@ run_date)``), the checkpoint from ``feedback_backfill_status (run_date, state) I
 never read, so the report stays fast on millions of rows. All queries share one
 read-only REPEATABLE READ snapshot. Figures:
 
-* **pending** rows of a day = its rows in ``runs`` - its status rows (never below 0): rows
-  never examined. A status row whose run the app has since deleted still counts as examined.
+* **pending** rows of a day = its rows in ``runs`` - its status rows - its rows settled
+  without a checkpoint row (never below 0): rows never examined. A status row whose run the
+  app has since deleted still counts as examined.
+* **no_feedback** counts, besides the status rows in that state, the rows a project's apply
+  settled by proof without a checkpoint row (``backfill.domain.settling``): the counts kept
+  on the day's mark (``feedback_backfill_settled.empty``, a row per day), as the runs
+  strategy's checkpoint rows would count them.
 * **coverage** = (done + no_feedback + invalid) / rows: rows the backfill is through with.
 * **feedback_coverage_rate** (the spec's "feedback coverage rate") = examined rows whose
   ``feedback_stats`` count records and that got them (state done) / examined rows whose
@@ -126,12 +131,13 @@ def status(database: Database, window: Window | None = None) -> StatusReport:
         per_day = {r["run_date"]: r["total"] for r in gw.execute("status_runs_by_day", where)}
         by_day = "status_checkpoint_by_day_projects" if window.projects else "status_checkpoint_by_day"
         checkpoint = gw.execute(by_day, where)
+        settled = {r["run_date"]: r["n"] for r in gw.execute("status_settled_empty", where)}
         figures = gw.execute("status_data_by_day", where)
         gw.rollback()  # a read-only transaction: nothing to commit
     finally:
         gw.close()
     as_of: dt.datetime = lock["as_of"]
-    totals, failures, days = _tally(per_day, checkpoint, as_of.astimezone(dt.UTC).date())
+    totals, failures, days = _tally(per_day, checkpoint, as_of.astimezone(dt.UTC).date(), settled)
     days, data = _data(days, figures)
     eta = Eta(
         pending=totals.pending,
@@ -217,9 +223,14 @@ def _invocations(rows: list[dict[str, Any]], lock_held: bool) -> list[Invocation
 
 
 def _tally(
-    per_day: dict[dt.date, int], checkpoint: list[dict[str, Any]], today: dt.date
+    per_day: dict[dt.date, int],
+    checkpoint: list[dict[str, Any]],
+    today: dt.date,
+    settled: dict[dt.date, int] | None = None,
 ) -> tuple[Totals, dict[str, Failure], list[Day]]:
     by_day: dict[dt.date, Counter[str]] = {d: Counter() for d in per_day}
+    for run_date, n in (settled or {}).items():  # examined without feedback, no checkpoint row
+        by_day.setdefault(run_date, Counter())["no_feedback"] += n
     failures = {r: Failure() for r in REASONS}
     sums: Counter[str] = Counter()
     for row in checkpoint:

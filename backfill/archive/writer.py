@@ -43,9 +43,14 @@ def write(
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with gw.transaction():
+                # before the patch, which gives some of them records
+                unwritten = _settled_empty(gw, batch)
                 patched = _patch(gw, patch, refetch, replace)
                 rows, tally = _checkpoint_rows(batch, outcomes, patched)
                 gw.execute("checkpoint", {"rows": db.Jsonb(rows), "invocation_id": invocation_id, "refetch": refetch})
+                taken = [r["run_id"] for r in rows if r["run_id"] in unwritten]
+                if taken:
+                    gw.execute("settled_examined", {"run_ids": taken})
                 gw.execute(
                     "count_invocation",
                     {
@@ -75,6 +80,15 @@ def write(
         skipped=len(batch) - len(rows),
         failed=failed,
     )
+
+
+def _settled_empty(gw: db.Gateway, batch: list[Row]) -> set[str]:
+    """The batch's rows that a mark settled without a checkpoint row (``domain.settling``): their
+    checkpoint rows, written now, take them off the mark's count in the same transaction."""
+    below = [r.id for r in batch if r.settled]
+    if not below:
+        return set()
+    return {r["run_id"] for r in gw.execute("settled_empty_among", {"ids": below})}
 
 
 def _patch(gw: db.Gateway, patch: list[dict[str, Any]], refetch: bool, replace: str) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,9 @@ class Row:
     data_type: str | None
     feedback_stats: Any
     attempts: int = 0
+    #: read at or below its day's settled mark: it may be one settled without a checkpoint row
+    #: (``domain.settling``), which its checkpoint then takes off the mark's count
+    settled: bool = False
 
 
 def invalid(row: Row) -> Outcome | None:

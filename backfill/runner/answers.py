@@ -41,7 +41,10 @@ class Staged:
     * a row whose staged records are not as many as its feedback_stats promise (feedback
       created after the listing began or deleted since, or a record the listing missed).
 
-    A row with none staged and none promised is answered with no records.
+    A row with none staged and none promised is answered with no records. Under a closed
+    horizon the walk (``archive.reader.walk`` with the listing) brings only the rows the
+    listing cannot settle (staged records, records promised, examined before, unprovable):
+    the others, proven to have none, are settled by the day's mark unread (``domain.settling``).
     """
 
     gw: db.Gateway

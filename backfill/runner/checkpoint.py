@@ -86,4 +86,8 @@ class Checkpoint:
 
     def _settle(self, batch: list[Row], skipped: bool = False) -> None:
         ready = self.settling.written((r.run_date for r in batch), skipped)
-        settled.mark(self.gw, self.settling, ready, self.summary.invocation_id)
+        proven = settled.mark(self.gw, self.settling, ready, self.summary.invocation_id)
+        if proven:  # examined without feedback, by the listing's proof: no checkpoint row (domain.settling)
+            self.summary.settle(proven)
+            if self.bar is not None:
+                self.bar.update(proven)

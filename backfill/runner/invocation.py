@@ -257,7 +257,7 @@ class Invocation:
     def apply(self, options: RunOptions, listing: Listing | None) -> bool:
         """``options``' window through the pipeline: answered from ``listing``'s staged records,
         or run by run (packed by promise) without one; whether it went through the whole window."""
-        rows = walk(self.gw, options, self.refetch_since, self.settling)
+        rows = walk(self.gw, options, self.refetch_since, self.settling, listing)
         sink = Checkpoint(self.gw, self.options, self.summary, self.settling, self.packer, self.guard.check, self.bar)
         self.sinks.append(sink)
         if listing is None:

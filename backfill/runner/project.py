@@ -3,7 +3,11 @@
 The apply is the one pipeline with ``answers.Staged``: the window's rows of the project come
 from the same walk (its days in order, keyset on id, the same skips), each row's outcome from
 the same ``judge`` and each batch goes through the same ``Checkpoint``. Staged records of
-runs that are not rows of the window are counted and never written. Whatever makes the
+runs that are not rows of the window are counted and never written. Once the listing is
+complete and checked, the walk reads only the rows it cannot answer for (staged, promising,
+examined before, unprovable): the others are proven to have no feedback and settled by the
+day's mark without a checkpoint row (``domain.settling``), so that the apply's database work
+follows the records, not the runs. Whatever makes the
 listing fail or its check fail makes the project fall back to the runs strategy, with one
 line saying why.
 """

@@ -43,6 +43,8 @@ class RunSummary:
     listed_outside: int = 0  # ... of runs that are not rows of the window: never written
     sampled: int = 0  # runs of the sampled checks
     fallbacks: dict[str, str] = field(default_factory=dict)  # project -> why it was fetched run by run
+    #: rows examined without feedback by a listing's proof: settled by the day's mark, no checkpoint row
+    settled: int = 0
     #: the plan's estimate: requests expected (``runner.planning``), and the pacing they are made at
     expected_requests: int = 0
     delay_ms: int = 0
@@ -64,6 +66,12 @@ class RunSummary:
         self.no_feedback += written.no_feedback
         self.skipped += written.skipped
         self.failed.update(written.failed)
+
+    def settle(self, rows: int) -> None:
+        """Count rows a mark settled without a checkpoint row (examined, no feedback)."""
+        self.examined += rows
+        self.no_feedback += rows
+        self.settled += rows
 
     @property
     def lower_bound(self) -> int:
@@ -96,7 +104,8 @@ class RunSummary:
         if not self.dry_run:
             out += [
                 f"  enriched     {self.enriched} row(s), {self.records} feedback record(s) stored",
-                f"  no feedback  {self.no_feedback} row(s)",
+                f"  no feedback  {self.no_feedback} row(s)"
+                + (f", {self.settled} of them settled by the listing without a checkpoint row" if self.settled else ""),
                 f"  failed       {failed} row(s)" + (f" ({by_reason})" if by_reason else ""),
                 f"  API requests {self.api_requests} ({self.api_errors} failed) for {self.runs_fetched} run(s)"
                 f" and {self.records_fetched} record(s); lower bound {self.lower_bound}",

@@ -10,7 +10,11 @@ SELECT to_regclass('feedback_backfill_status') IS NOT NULL
    AND to_regclass('feedback_backfill_lease') IS NOT NULL
    AND to_regclass('feedback_backfill_settled') IS NOT NULL
    AND to_regclass('feedback_backfill_listing') IS NOT NULL
-   AND to_regclass('feedback_backfill_staged') IS NOT NULL AS migrated;
+   AND to_regclass('feedback_backfill_staged') IS NOT NULL
+   -- fb0008's column: a database at fb0007 has every table and would fail at the first mark
+   AND EXISTS (SELECT 1 FROM pg_attribute AS a
+               WHERE a.attrelid = to_regclass('feedback_backfill_settled') AND a.attname = 'empty'
+                 AND NOT a.attisdropped) AS migrated;
 
 -- transaction_settings --
 -- The first statements of each of our transactions (bound client-side: SET takes no server
@@ -161,6 +165,14 @@ FROM (
       AND r.run_date = %(day)s
       AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    UNION
+    -- examined without feedback although without a checkpoint row (walk_refetch)
+    SELECT r.id, r.project
+    FROM runs AS r
+    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.run_date = %(day)s AND r.id <= %(mark)s::integer
+      AND NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
 ) AS todo
 GROUP BY todo.project;
 
@@ -260,7 +272,14 @@ FROM (
             AND l.run_date = %(day)s AND l.id > %(after_id)s::integer AND l.id <= %(mark)s::integer
           UNION ALL
           SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
-          WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s)
+          WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s
+          UNION ALL
+          -- rows with records a project's listing staged (staged_rows; none without a listing):
+          -- a late record of a row settled without a checkpoint row (walk_candidates)
+          SELECT p.id FROM runs AS p
+          WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+            AND p.run_date = %(day)s AND p.id = ANY(%(staged)s::integer[])
+            AND p.id > %(after_id)s::integer AND p.id <= %(mark)s::integer)
       AND COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
       AND r.run_date = %(day)s
       AND r.id > %(after_id)s::integer AND r.id <= %(mark)s::integer
@@ -308,6 +327,76 @@ WHERE r.id IN (
              OR (s.state = 'no_feedback' AND NOT r.data @? '$.feedback_stats.* ? (@.n > 0)')))
 GROUP BY r.project;
 
+-- staged_rows --
+-- The rows of the window whose runs have records staged by a project's listing (its
+-- session), as (run_date, id): resolved once per apply (a probe of runs' run_id index per
+-- staged run, so it costs what the records cost), then given to each day's walk_candidates.
+SELECT DISTINCT r.run_date, r.id
+FROM feedback_backfill_staged AS s
+JOIN runs AS r ON r.run_id = s.run_id
+WHERE s.session_id = %(session_id)s
+  AND r.run_date >= %(since)s AND r.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+ORDER BY r.run_date, r.id;
+
+-- walk_candidates --
+-- The ids of one day's rows that a project's apply visits once its listing is complete and
+-- checked (backfill.domain.settling: the others are settled by the mark, not written):
+-- rows with staged records (%(staged)s, from staged_rows), rows whose feedback_stats promise
+-- records (runs_feedback_missing_idx), rows examined before that walk_batch would visit again
+-- (failed with attempts left; enriched by us and lacking records again, as in walk_settled),
+-- and rows no listing can prove empty (runs_feedback_unprovable_idx, fb0008, predicate word
+-- for word): each branch an index, none a document, whatever the mark (a late record below
+-- it is found). Read whole, ids only; walk_rows then reads them a batch at a time.
+SELECT r.id
+FROM runs AS r
+WHERE r.id IN (
+      SELECT p.id FROM runs AS p
+      WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+        AND p.run_date = %(day)s AND p.id = ANY(%(staged)s::integer[])
+      UNION ALL
+      SELECT m.id FROM runs AS m
+      WHERE COALESCE(jsonb_typeof(m.data -> 'feedback_records'), 'null') = 'null'
+        AND m.data @? '$.feedback_stats.* ? (@.n > 0)'
+        AND m.run_date = %(day)s
+      UNION ALL
+      SELECT f.id FROM feedback_backfill_status AS s JOIN runs AS f ON f.run_id = s.run_id
+      WHERE s.run_date = %(day)s AND s.state = 'failed' AND s.attempts < %(max_attempts)s
+      UNION ALL
+      SELECT l.id FROM feedback_backfill_status AS s JOIN runs AS l ON l.run_date = s.run_date AND l.id = s.row_id
+      WHERE s.records_md5 IS NOT NULL AND s.stats_count = 0 AND s.run_date = %(day)s
+        AND COALESCE(jsonb_typeof(l.data -> 'feedback_records'), 'null') = 'null'
+        AND l.run_date = %(day)s
+      UNION ALL
+      SELECT o.id FROM feedback_backfill_status AS s JOIN runs AS o ON o.run_id = s.run_id
+      WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL AND s.run_date = %(day)s
+      UNION ALL
+      SELECT u.id FROM runs AS u
+      WHERE COALESCE(jsonb_typeof(u.data -> 'feedback_records'), 'null') = 'null'
+        AND (jsonb_typeof(u.data) <> 'object'
+             OR u.run_id !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
+        AND u.run_date = %(day)s)
+  AND r.run_date = %(day)s
+  AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+ORDER BY r.id;
+
+-- walk_rows --
+-- A batch of walk_candidates' rows, as walk_batch returns them: those still lacking records
+-- now and not excluded by walk_batch's own rules (invalid, failed without attempts left, no
+-- feedback while their feedback_stats promise none). Each document is detoasted once, in the
+-- LATERAL subquery kept apart by OFFSET 0 (see walk_batch), and every test reads that copy.
+SELECT r.id, r.run_id, r.run_date, jsonb_typeof(d.doc) AS data_type, d.doc -> 'feedback_stats' AS feedback_stats,
+       COALESCE(s.attempts, 0) AS attempts
+FROM runs AS r
+LEFT JOIN feedback_backfill_status AS s ON s.run_id = r.run_id
+CROSS JOIN LATERAL (SELECT r.data #> '{}'::text[] AS doc OFFSET 0) AS d
+WHERE r.id = ANY(%(ids)s::integer[])
+  AND COALESCE(jsonb_typeof(d.doc -> 'feedback_records'), 'null') = 'null'
+  AND NOT COALESCE(s.state = 'invalid'
+                   OR (s.state = 'failed' AND s.attempts >= %(max_attempts)s)
+                   OR (s.state = 'no_feedback' AND NOT d.doc @? '$.feedback_stats.* ? (@.n > 0)'), false)
+ORDER BY r.id;
+
 -- horizon_ids --
 -- The id bound a walk may mark its days settled up to: the highest id committed now (a
 -- backward probe of the primary key). Read before horizon_xid, in its own transaction.
@@ -345,9 +434,86 @@ ON CONFLICT (run_date) DO UPDATE
 SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED.invocation_id,
     settled_at = now();
 
+-- settle_day_proven --
+-- settle_day for a day some walk settled by proof (a project's apply: its rows without staged
+-- records, promising none, lacking records were neither read nor checkpointed), in the same
+-- transaction: the day's rows above the previous mark (%(after_id)s, read by settled_marks in
+-- this transaction) and at most %(id_bound)s that lack records and hold no checkpoint row are
+-- those rows (every other walk of the day checkpointed each row it read, none skipped),
+-- counted per project into the mark's `empty` (fb0008) and returned. Rows at or below the
+-- previous mark were counted by the mark that covered them. The ids come from a range of
+-- runs_feedback_pending_idx alone (an index-only scan, kept apart by MATERIALIZED: joined
+-- with the rest, the planner took the day's rows from idx_runs_run_date or runs_pkey and
+-- evaluated "lacks records" on each document); then each row's project and run_id by its
+-- primary key (LATERAL, kept apart by OFFSET 0: else a hash join read the whole table) and
+-- a probe of the status table's key. Never a document, never another day's rows.
+WITH lacking AS MATERIALIZED (
+    SELECT p.id
+    FROM runs AS p
+    WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+      AND p.run_date = %(day)s AND p.id > %(after_id)s::integer AND p.id <= %(id_bound)s::integer
+), proven AS (
+    SELECT r.project, count(*)::bigint AS n
+    FROM lacking AS l
+    CROSS JOIN LATERAL (SELECT r.project, r.run_id FROM runs AS r WHERE r.id = l.id OFFSET 0) AS r
+    WHERE NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
+    GROUP BY r.project
+), counted AS (
+    SELECT COALESCE(jsonb_object_agg(p.project, p.n), '{}'::jsonb) AS empty, COALESCE(sum(p.n), 0)::bigint AS n
+    FROM proven AS p
+), marked AS (
+    INSERT INTO feedback_backfill_settled AS m (run_date, id_bound, invocation_id, empty)
+    SELECT %(day)s, %(id_bound)s, %(invocation_id)s, c.empty FROM counted AS c
+    ON CONFLICT (run_date) DO UPDATE
+    SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED.invocation_id,
+        settled_at = now(),
+        empty = (SELECT COALESCE(jsonb_object_agg(k.key, COALESCE((m.empty ->> k.key)::bigint, 0)
+                                                         + COALESCE((EXCLUDED.empty ->> k.key)::bigint, 0)),
+                                 '{}'::jsonb)
+                 FROM jsonb_each(m.empty || EXCLUDED.empty) AS k)
+    RETURNING m.run_date
+)
+SELECT c.n AS proven FROM counted AS c, marked;
+
+-- settled_empty_among --
+-- Of a batch's rows read at or below their day's mark (%(ids)s), those settled without a
+-- checkpoint row (the mark's `empty`): lacking records (runs_feedback_pending_idx, probed)
+-- and holding no checkpoint row. Asked in the batch's write transaction before the patch.
+SELECT r.run_id
+FROM runs AS r
+JOIN feedback_backfill_settled AS m ON m.run_date = r.run_date
+WHERE r.id = ANY(%(ids)s::integer[]) AND r.id <= m.id_bound
+  AND NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
+  AND EXISTS (
+      SELECT 1 FROM runs AS p
+      WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+        AND p.run_date = r.run_date AND p.id = r.id);
+
+-- settled_examined --
+-- Those of them the batch checkpointed (%(run_ids)s) are examined again: off their mark's
+-- `empty`, in the checkpoint's transaction, so that a row is counted once (its checkpoint
+-- row, or the mark) whatever is killed when.
+UPDATE feedback_backfill_settled AS m
+SET empty = (SELECT COALESCE(jsonb_object_agg(k.key, GREATEST(k.value::bigint - COALESCE((c.taken ->> k.key)::bigint, 0), 0)),
+                             '{}'::jsonb)
+             FROM jsonb_each_text(m.empty) AS k)
+FROM (
+    SELECT t.run_date, jsonb_object_agg(t.project, t.n) AS taken
+    FROM (
+        SELECT r.run_date, r.project, count(*) AS n
+        FROM runs AS r
+        WHERE r.run_id = ANY(%(run_ids)s::text[])
+        GROUP BY r.run_date, r.project
+    ) AS t
+    GROUP BY t.run_date
+) AS c
+WHERE m.run_date = c.run_date;
+
 -- unsettle --
 -- Forget the settled marks of the window (reset, revert: the rows they forget or restore
--- lack a checkpoint below the marks). Before any checkpoint row is deleted.
+-- lack a checkpoint below the marks), and with them the counts of rows settled without a
+-- checkpoint row (`empty`: pending again, as reset makes rows without feedback). Before any
+-- checkpoint row is deleted.
 DELETE FROM feedback_backfill_settled AS m
 WHERE m.run_date >= %(since)s AND m.run_date < %(until)s;
 
@@ -418,7 +584,10 @@ RETURNING r.run_id, CASE WHEN c.doc ? 'feedback_records' THEN 'null' ELSE 'absen
 -- %(refetch_since)s, one day at a time in keyset order on id. The pass's progress is its own
 -- marker, refetched_at: updated_at moves with every checkpoint and every `backfill retry`.
 -- With %(replace_extractor)s (--replace-extractor-records), also the day's rows holding the
--- extractor's reduced records (runs_feedback_extractor_idx, predicate word for word).
+-- extractor's reduced records (runs_feedback_extractor_idx, predicate word for word). And the
+-- rows a project's apply settled without a checkpoint row (at or below the day's mark
+-- %(mark)s, lacking records, no checkpoint row: examined without feedback, so refetched too;
+-- each gets its checkpoint row then, which is the pass's progress for them).
 -- The union is of ids alone, ordered and cut to the batch before any document is read: with
 -- the documents' functions in its branches, every batch detoasted every remaining candidate
 -- of the day (twice) to sort and deduplicate them. The batch's rows are then read by primary
@@ -443,6 +612,14 @@ FROM (
       AND r.run_date = %(day)s
       AND r.id > %(after_id)s::integer
       AND (s.refetched_at IS NULL OR s.refetched_at < %(refetch_since)s)
+      AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
+    UNION
+    SELECT r.id
+    FROM runs AS r
+    WHERE COALESCE(jsonb_typeof(r.data -> 'feedback_records'), 'null') = 'null'
+      AND r.run_date = %(day)s AND r.id <= %(mark)s::integer
+      AND r.id > %(after_id)s::integer
+      AND NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
       AND (%(projects)s::text[] IS NULL OR r.project = ANY(%(projects)s::text[]))
     ORDER BY id
     LIMIT %(batch_size)s
@@ -708,6 +885,16 @@ WHERE s.records_md5 IS NOT NULL AND s.row_id IS NULL
        OR (r.data -> 'feedback_records') @? '$[*].feedback_source_type')
   AND (%(projects)s::text[] IS NULL OR r.project || '' = ANY(%(projects)s::text[]))
 GROUP BY 1, s.run_date;
+
+-- status_settled_empty --
+-- Rows settled without a checkpoint row (examined without feedback by a project's apply),
+-- per day: the marks' `empty` counts (fb0008), a row per day of our narrow table.
+SELECT m.run_date, COALESCE(sum(e.value::bigint), 0)::bigint AS n
+FROM feedback_backfill_settled AS m
+CROSS JOIN LATERAL jsonb_each_text(m.empty) AS e
+WHERE m.run_date >= %(since)s AND m.run_date < %(until)s
+  AND (%(projects)s::text[] IS NULL OR e.key = ANY(%(projects)s::text[]))
+GROUP BY m.run_date;
 
 -- status_settings --
 -- For the report's read-only transaction only (set_config local: nothing outlives it, as

@@ -311,3 +311,33 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0007' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0007 -> fb0008
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+ALTER TABLE feedback_backfill_settled ADD COLUMN empty jsonb NOT NULL DEFAULT '{}'::jsonb;
+
+COMMIT;
+
+SET lock_timeout = '5s';
+
+SET statement_timeout = 0;
+
+-- if runs_feedback_unprovable_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_unprovable_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_unprovable_idx ON runs (run_date, id) WHERE COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null' AND (jsonb_typeof(data) <> 'object' OR run_id !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$');
+
+RESET statement_timeout;
+
+RESET lock_timeout;
+
+BEGIN;
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0008' WHERE feedback_backfill_alembic_version.version_num = 'fb0007';
+
+COMMIT;
+
