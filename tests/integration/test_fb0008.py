@@ -17,7 +17,7 @@ from backfill.config import Database
 from backfill.operations import migrate
 from backfill.sql import QUERIES
 
-from .helpers import seed_traces
+from ..helpers import seed_traces
 
 
 def plan(dsn: str, name: str, params: dict[str, object]) -> str:

@@ -27,8 +27,8 @@ from backfill.operations import repair
 from backfill.report import openmetrics, status_json, text
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 
-from .helpers import TODAY, insert, invocations, raw_rows, seed_traces, status, wait_for
-from .test_project_crash import kill, start
+from ..helpers import TODAY, insert, invocations, raw_rows, seed_traces, status, wait_for
+from ..system.test_project_crash import kill, start
 from .test_project_strategy import expected, forget, go, serve, stored
 
 TRACES = 200  # 2,000 runs over 14 days, two projects, feedback on half the roots
