@@ -32,7 +32,7 @@ records, a late record staged by the next listing, --refetch, an unprovable docu
 checkpoint's transaction takes it off (``settled_examined``). Records the extractor gives it
 change nothing, as they change nothing of a no_feedback checkpoint row.
 
-Only a walk under a closed horizon proves a day (an open one walks it whole, as before): a
+Only a walk under a closed horizon proves a day (an open one walks it whole): a
 proof recorded by no mark (the horizon closed too late, a project archived meanwhile, a
 kill) leaves the rows as they were, pending, and the next run proves them again.
 
