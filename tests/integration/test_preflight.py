@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -17,7 +16,8 @@ from backfill.cli import app
 from backfill.langsmith import waits
 from backfill.sandbox.fake_langsmith import FakeLangSmith
 
-from ..helpers import apply_grants, invocations, raw_rows, seed, status
+from ..helpers import invocations, raw_rows, seed, status
+from .test_check import limited_role  # noqa: F401  (the fixture: grants.sql minus UPDATE on runs)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -118,24 +118,8 @@ def test_check_names_the_wrong_endpoint_as_run_does(dsn, fake, mode):
     assert api.endswith(ADVICE)
 
 
-@pytest.fixture
-def role_without_update(dsn: str) -> Iterator[tuple[str, str]]:
-    """A login role granted sql/grants.sql minus UPDATE on runs."""
-    role = f"runner_{uuid.uuid4().hex[:8]}"
-    apply_grants(dsn, role, create_role=True)  # `backfill db grants ROLE --create-role | psql`
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"GRANT CONNECT ON DATABASE {dsn.rsplit('/', 1)[1]} TO {role}")
-        conn.execute(f"REVOKE UPDATE ON runs FROM {role}")
-    try:
-        yield role, dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
-
-
-def test_a_role_that_may_not_run_stops_before_anything_is_written(dsn, fake, role_without_update):
-    role, url = role_without_update
+def test_a_role_that_may_not_run_stops_before_anything_is_written(dsn, fake, limited_role):  # noqa: F811
+    role, url = limited_role
     seed(dsn, 20)
     before = raw_rows(dsn)
     result = backfill_run(url, fake.url)
