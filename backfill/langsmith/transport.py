@@ -112,8 +112,9 @@ class _Failed(Exception):
 @dataclass
 class Transport:
     """Pages of GET requests to LangSmith, through every guard of a shared, rate-limited API
-    (what each failure means and costs: this module's docstring). One thread at a time uses a
-    transport (the pipeline's worker while a batch is fetched ahead, the main thread otherwise).
+    (what each failure means and costs: this module's docstring). Threads take turns: one
+    request, with its retries and waits, at a time (the pipeline's worker fetching a batch
+    ahead and a project's listing on its worker share one transport, and so one pacing).
     """
 
     settings: LangSmith
@@ -135,6 +136,7 @@ class Transport:
 
     def __post_init__(self) -> None:
         s = self.settings
+        self._turn = threading.RLock()
         self.waits = Waits()
         self.pacer = Pacer(self.delay_ms / 1000, self.stop, tick=self.waits.tick)
         self._limited_s = 0.0  # waited on the current streak of 429s
@@ -156,6 +158,10 @@ class Transport:
 
     def get_page(self, params: dict[str, Any], tally: Tally, path: str = "/feedback") -> list[Any]:
         """One page (a JSON array) of GET ``path`` with these query parameters, through every guard above."""
+        with self._turn:
+            return self._get_page(params, tally, path)
+
+    def _get_page(self, params: dict[str, Any], tally: Tally, path: str) -> list[Any]:
         failures = 0  # refused or malformed answers to this request
         unavailable = 0  # gateway errors, timeouts, lost connections of this request
         while True:
@@ -204,6 +210,10 @@ class Transport:
         answered; otherwise an outage: probe again with exponential backoff (one request per
         step) until one is answered (False: ask your request again) or ``outage_wait_s`` is
         spent (``ApiUnavailable``)."""
+        with self._turn:
+            return self._healthy(detail, tally)
+
+    def _healthy(self, detail: str, tally: Tally) -> bool:
         step = 0
         while True:
             try:

@@ -37,11 +37,10 @@ from backfill.runner.answers import ByRun, Staged
 from backfill.runner.batches import Packer, packed
 from backfill.runner.checkpoint import Checkpoint
 from backfill.runner.guard import WorkspaceGuard
-from backfill.runner.listing import Lister
 from backfill.runner.pipeline import Fetched, Nothing, pipeline
 from backfill.runner.planning import plan
 from backfill.runner.preflight import Preflight
-from backfill.runner.project import run_project
+from backfill.runner.project import Projects
 from backfill.runner.signals import Signals, handling
 from backfill.runner.summary import RunSummary
 
@@ -235,7 +234,8 @@ class Invocation:
         self.uncounted = Tally()
 
     def _strategies(self) -> None:
-        """The projects listed one after the other, then the others run by run.
+        """The projects listed one after the other (each while the one before is applied), then
+        the others run by run.
 
         Without a project to list, the runs strategy walks the window exactly as asked.
         """
@@ -246,11 +246,11 @@ class Invocation:
         rest = tuple(c.project for c in self.choices if c.strategy == "runs")
         # the walks together cover the window as asked: a day is marked once each has ended it
         self.settling.cover(len(listed) + bool(rest), self.options.window, (c.project for c in self.choices))
-        lister = Lister(self.gw, self.transport, self.summary.invocation_id, self.summary.spent)
-        for choice in listed:
-            run_project(self.gw, lister, choice, self.options, self.summary, self.apply)
-            if self.signals.stop.is_set():
-                return
+        projects = Projects(self.gw, self.transport, self.summary, self.apply, self.signals.stop, self._settle_s)
+        projects.cancels = self.signals.cancels
+        projects.run(listed, self.options)
+        if self.signals.stop.is_set():
+            return
         if rest:
             self.apply(self.options.only(*rest), None)
 

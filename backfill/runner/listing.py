@@ -9,6 +9,7 @@ check of almost nothing), makes the project fall back to the runs strategy.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from backfill.config import Window
 from backfill.domain.listing import MIN_SLICE, Listing, ListingFailed, first_width, next_width
 from backfill.domain.records import canonical_run_id, created_at, diff
 from backfill.domain.rows import Tally
+from backfill.errors import Interrupted
 from backfill.langsmith import by_project
 from backfill.langsmith.by_run import fetch_isolating
 from backfill.langsmith.transport import Transport
@@ -37,6 +39,8 @@ class Lister:
     spent: Callable[[Tally], None]
     #: requests of the listing not yet on its row (the project's id asked, a slice refused)
     owed: int = 0
+    #: set: the listing ends before its next slice (the invocation no longer wants it)
+    cancel: threading.Event | None = None
 
     def session_id(self, project: str, window: Window) -> str:
         """The project's id in LangSmith: the session_id the extractor archived, else asked by name."""
@@ -57,6 +61,8 @@ class Lister:
         width = first_width(listing.listed_to - listing.listed_until, expected)
         a = listing.listed_until
         while a < listing.listed_to:
+            if self.cancel is not None and self.cancel.is_set():
+                raise Interrupted()
             b = min(a + width, listing.listed_to)
             tally = Tally()
             try:

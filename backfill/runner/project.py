@@ -15,7 +15,9 @@ line saying why.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from backfill import logs
 from backfill.archive import gateway as db
@@ -23,7 +25,9 @@ from backfill.archive import staging
 from backfill.domain.listing import Listing, ListingFailed
 from backfill.domain.options import RunOptions
 from backfill.domain.strategy import Choice
+from backfill.langsmith.transport import Transport
 from backfill.runner.listing import Lister
+from backfill.runner.prefetch import Prefetch
 from backfill.runner.summary import RunSummary
 
 
@@ -65,18 +69,84 @@ def list_and_check(
     return current, reason
 
 
-def run_project(
-    gw: db.Gateway,
-    lister: Lister,
-    choice: Choice,
-    options: RunOptions,
-    summary: RunSummary,
-    apply: Callable[[RunOptions, Listing | None], bool],
-) -> None:
-    """One project, listed and applied (``apply(options, listing)``; a None listing: run by run);
-    the listing is marked applied once ``apply`` went through the whole window."""
-    opts = options.only(choice.project)
-    current, reason = list_and_check(gw, lister, choice, opts, summary)
-    finished = apply(opts, current if reason is None else None)
-    if current is not None and finished:
-        staging.applied(gw, current)
+@dataclass
+class Projects:
+    """The listed projects of an invocation, one after the other: each listed and checked, then
+    applied (``apply(options, listing)``; a None listing: run by run); a listing is marked
+    applied once ``apply`` went through its project's whole window.
+
+    While a project's apply writes (the main connection, the main thread), the next project is
+    listed and checked on a worker thread, on a connection of its own (``side``): the database
+    work of one hides under the other's pacing. Both write under the invocation's lease; each
+    slice is staged, and each batch written, in a transaction of its own, so a kill at any
+    moment resumes exactly (the listing from its last staged slice, the apply from its rows
+    still lacking records). The transport takes one request at a time: the pacing is one.
+    """
+
+    gw: db.Gateway
+    transport: Transport
+    summary: RunSummary
+    apply: Callable[[RunOptions, Listing | None], bool]
+    stop: threading.Event
+    settle_s: float
+    #: the connection the next project is listed on, opened when there is one
+    side: db.Gateway | None = None
+    cancels: list[Callable[[], None]] = field(default_factory=list)
+
+    def run(self, choices: list[Choice], options: RunOptions) -> None:
+        ahead: _Ahead | None = None
+        try:
+            for i, choice in enumerate(choices):
+                opts = options.only(choice.project)
+                if ahead is None:
+                    lister = Lister(self.gw, self.transport, self.summary.invocation_id, self.summary.spent)
+                    current, reason = list_and_check(self.gw, lister, choice, opts, self.summary)
+                else:
+                    current, reason = ahead.result(self.summary)
+                    ahead = None
+                if i + 1 < len(choices) and not self.stop.is_set():
+                    ahead = _Ahead(self._side(), self.transport, choices[i + 1], options, self.summary.invocation_id)
+                finished = self.apply(opts, current if reason is None else None)
+                if current is not None and finished:
+                    staging.applied(self.gw, current)
+                if self.stop.is_set():
+                    return
+        finally:
+            if ahead is not None:  # stopped or failed: the next project's listing ends at its next slice
+                ahead.abandon(self.settle_s, self.summary)
+            if self.side is not None:
+                if self.side.cancel in self.cancels:
+                    self.cancels.remove(self.side.cancel)
+                self.side.close()
+
+    def _side(self) -> db.Gateway:
+        if self.side is None:
+            self.side = db.connect(self.gw.database)
+            self.side.lease, self.side.abandon = self.gw.lease, self.gw.abandon
+            self.cancels.append(self.side.cancel)  # a second signal cancels its query too
+        return self.side
+
+
+class _Ahead:
+    """One project listed and checked on a worker thread, counting into a summary of its own
+    (merged into the invocation's by the main thread once the worker has ended)."""
+
+    def __init__(
+        self, side: db.Gateway, transport: Transport, choice: Choice, options: RunOptions, invocation_id: int | None
+    ) -> None:
+        self.part = RunSummary()
+        self.cancel = threading.Event()
+        lister = Lister(side, transport, invocation_id, self.part.spent, cancel=self.cancel)
+        opts = options.only(choice.project)
+        self.work = Prefetch(lambda: list_and_check(side, lister, choice, opts, self.part))
+
+    def result(self, summary: RunSummary) -> tuple[Listing | None, str | None]:
+        try:
+            return self.work.result()
+        finally:
+            summary.listed(self.part)
+
+    def abandon(self, settle_s: float, summary: RunSummary) -> None:
+        self.cancel.set()
+        if self.work.settle(settle_s):
+            summary.listed(self.part)

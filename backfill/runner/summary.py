@@ -58,6 +58,15 @@ class RunSummary:
         self.records_fetched += tally.records
         self.dropped += tally.dropped
 
+    def listed(self, part: RunSummary) -> None:
+        """Count what a project's listing, run on the worker into ``part``, did."""
+        for name in ("api_requests", "api_errors", "rate_limit_wait_s", "outage_wait_s", "records_fetched", "dropped"):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.sampled += part.sampled
+        self.fallbacks.update(part.fallbacks)
+        self.listed_outside += part.listed_outside
+        self.listed_records += part.listed_records
+
     def add(self, written: Written) -> None:
         """Count a batch the archive wrote."""
         self.examined += written.examined

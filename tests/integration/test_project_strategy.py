@@ -34,9 +34,15 @@ def go(dsn: str, fake: FakeLangSmith, **opts: Any) -> backfill.RunSummary:
     )
 
 
+#: Records are created no later than this (the fake's default is now, at each ``add_runs``):
+#: two fakes serving one archive place its records at the same times, whatever the hour.
+SERVED_AT = dt.datetime.now(dt.UTC)
+
+
 def serve(runs: list[TraceRun], **kwargs: Any) -> FakeLangSmith:
     fake = FakeLangSmith(api_key=KEY, feedback=trace_feedback(**kwargs))
-    fake.add_runs(r.info for r in runs)
+    latest = max((r.info.start_time for r in runs), default=SERVED_AT)
+    fake.add_runs((r.info for r in runs), horizon=min(latest + dt.timedelta(hours=1), SERVED_AT))
     return fake
 
 

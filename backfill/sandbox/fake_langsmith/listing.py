@@ -12,6 +12,7 @@ This module holds the data and the pure filtering; server.py routes requests to 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import random
@@ -279,10 +280,31 @@ class Catalog:
     ) -> list[tuple[dt.datetime | None, dict[str, Any]]]:
         """The listing's result set (before faults and paging), newest first."""
         sessions = filters.sessions or frozenset(self.sessions())
-        entries = [e for s in sorted(sessions) for e in self._listing_of(s, served, overridden)]
-        if len(sessions) > 1:
+        if len(sessions) == 1:
+            entries = _between(self._listing_of(next(iter(sessions)), served, overridden), filters)
+        else:
+            entries = [e for s in sorted(sessions) for e in self._listing_of(s, served, overridden)]
             entries.sort(key=_newest_first, reverse=True)
         return [e for e in entries if filters.keeps(e[1], e[0])]
+
+
+def _between(
+    entries: list[tuple[dt.datetime | None, dict[str, Any]]], filters: Filters
+) -> list[tuple[dt.datetime | None, dict[str, Any]]]:
+    """The part of a listing (newest first) that a created_at range can keep, found by bisection:
+    a slice of a million-run catalog costs its own records, not the catalog's."""
+    if filters.min_created is None and filters.max_created is None:
+        return entries
+    # ascending keys on the reversed order: (-created) is not a datetime, so bisect on positions
+    newest = len(entries)
+    lo, hi = 0, newest
+    if filters.max_created is not None:  # first entry created at or before max_created
+        hi_key = filters.max_created
+        lo = bisect.bisect_left(range(newest), True, key=lambda i: (entries[i][0] or _OLDEST) <= hi_key)
+    if filters.min_created is not None:  # first entry created before min_created
+        lo_key = filters.min_created
+        hi = bisect.bisect_left(range(newest), True, key=lambda i: (entries[i][0] or _OLDEST) < lo_key)
+    return entries[lo:hi]
 
 
 _OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
