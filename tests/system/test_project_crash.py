@@ -46,15 +46,17 @@ def start(dsn: str, fake: FakeLangSmith, *args: str) -> subprocess.Popen[str]:
 
 class HoldSecondSlice(FakeLangSmith):
     """Holds the first listing request of a project's second slice unanswered (``held``) until
-    ``release``: a kill -9 meanwhile lands after the first slice was staged, inside the listing."""
+    ``release``: a kill -9 meanwhile lands after the first slice was staged, inside the listing.
+    ``session``: only that project's listing is held (default: the first listed)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, session: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held, self.release = threading.Event(), threading.Event()
         self._mins: dict[frozenset[str], set[Any]] = {}
+        self.session = session
 
     def _matching(self, filters: Filters) -> list[dict[str, Any]]:
-        if filters.listing and filters.sessions:
+        if filters.listing and filters.sessions and self.session in (None, *filters.sessions):
             mins = self._mins.setdefault(filters.sessions, set())
             mins.add(filters.min_created)
             if len(mins) == 2 and not self.held.is_set():
@@ -126,6 +128,41 @@ def test_kill_9_during_the_apply_resumes_the_apply_without_listing_again_and_is_
         after = fake.feedback_requests()[n:]
     session_a = killed[0]["session_id"]
     assert not [r for r in after if r.query.get("session") == [session_a]], "proj-a was listed again"
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+    assert len(status(dsn)) == len(runs)
+    assert all(s["attempts"] == 1 for s in status(dsn).values())  # no row examined twice
+
+
+def test_kill_9_while_one_project_is_applied_and_the_next_listed_resumes_both_exactly(dsn):
+    """proj-b is listed while proj-a's apply writes: killed with some of proj-a's rows written
+    and one slice of proj-b staged, the next run applies the rest of proj-a without listing it
+    again, lists proj-b from its last staged slice on, and the table is exact."""
+    runs = dense(dsn)
+    session_b = next(r.info.session_id for r in runs if r.project == "proj-b")
+    fake = HoldSecondSlice(api_key=KEY, feedback=trace_feedback(reviewed=1.0), session=session_b)
+    fake.add_runs(r.info for r in runs)
+    a_rows = {r.run_id for r in runs if r.project == "proj-a"}
+    with fake:
+        want = expected(fake, runs)
+        proc = start(dsn, fake, "--delay-ms", "0", "--batch-size", "5")
+        wait_for(fake.held.is_set, 60, "the first request of proj-b's second slice")
+        wait_for(lambda: len(status(dsn)) >= 50, 60, "proj-a's apply to have written some batches")
+        kill(proc)
+        fake.release.set()
+        written = set(status(dsn))
+        a, b = listings(dsn)
+        assert written <= a_rows and len(written) < len(a_rows), "the kill was meant to land inside proj-a's apply"
+        assert a["completed_at"] is not None and a["applied_at"] is None
+        assert b["completed_at"] is None and b["records"] > 0  # proj-b listed meanwhile: a slice staged
+        n = len(fake.feedback_requests())
+        resumed = start(dsn, fake, "--delay-ms", "0")
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        after = fake.feedback_requests()[n:]
+    assert not [r for r in after if r.query.get("session") == [a["session_id"]]], "proj-a was listed again"
+    first_b = next(r for r in after if r.query.get("session") == [session_b])
+    assert first_b.query["min_created_at"] == [b["listed_until"].isoformat()]
+    assert [x["applied_at"] is not None for x in listings(dsn)] == [True, True]
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
     assert len(status(dsn)) == len(runs)
     assert all(s["attempts"] == 1 for s in status(dsn).values())  # no row examined twice
