@@ -77,6 +77,17 @@ def statement_times(url: str, names: list[str]) -> dict[str, tuple[int, float]]:
     return out
 
 
+def database_s(url: str) -> float:
+    """Seconds the server spent executing statements in this database since ``reset_statements``
+    (pg_stat_statements' total_exec_time: every connection, the work's and the listing's alike)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements WHERE dbid ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    return float(row[0]) / 1000 if row else 0.0
+
+
 class Writer:
     """A thread of single-row UPDATEs in autocommit (the extractor), recording each one's time."""
 
