@@ -17,6 +17,7 @@ from backfill.errors import WrongWorkspace
 from backfill.report import status_json, text
 from backfill.runner.follow import follow
 from backfill.sandbox.fake_langsmith import FakeLangSmith
+from backfill.sandbox.fake_langsmith.listing import Filters
 from backfill.sandbox.traces import TraceRun, copy_archive, trace_archive, trace_feedback
 
 from ..helpers import apply_grants, canonical, invocations, raw_rows, seed_traces, status, wait_for
@@ -402,3 +403,46 @@ def test_a_project_the_walks_do_not_cover_leaves_every_day_unmarked(dsn):
         assert not closed(gw, one) and not one.marking
     finally:
         gw.close()
+
+
+class StopAtListing(FakeLangSmith):
+    """Sets ``stop`` (the run's, ``stop_run``) when the listing of ``session`` is first asked for."""
+
+    def __init__(self, *args: Any, session: str, stop: threading.Event, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session, self.stop_run = session, stop
+
+    def _matching(self, filters: Filters) -> list[dict[str, Any]]:
+        if filters.listing and self.session in filters.sessions:
+            self.stop_run.set()
+        return super()._matching(filters)
+
+
+def test_a_stop_while_one_project_is_applied_and_the_next_listed_ends_both_and_the_next_run_is_exact(dsn):
+    """The stop ends proj-a's apply after its batch and proj-b's listing before its next
+    request; the next run resumes both, and the table is exact."""
+    runs = seed_traces(dsn, 1000, runs_per_trace=1, reviewed=1.0)
+    stop = threading.Event()
+    session_b = next(r.info.session_id for r in runs if r.project == "proj-b")
+    fake = StopAtListing(api_key=KEY, feedback=trace_feedback(reviewed=1.0), session=session_b, stop=stop)
+    fake.add_runs(r.info for r in runs)
+    with fake:
+        want = expected(fake, runs)
+        opts = {"delay_ms": 0, "backoff_s": 0.001, "strategy": "project", "batch_size": 5}
+        stopped = backfill.run(
+            Database(dsn),
+            LangSmith(api_key=KEY, endpoint=fake.url, timeout_s=5.0),
+            RunOptions(window=Window.parse("14d"), **opts),
+            stop=stop,
+        )
+        a, b = listings(dsn)
+        written = len(status(dsn))
+        assert stopped.stopped and stopped.exit_code != 0, stopped.lines()
+        assert a["completed_at"] is not None and a["applied_at"] is None and b["completed_at"] is None
+        assert 0 < written < len([r for r in runs if r.project == "proj-a"])
+        assert invocations(dsn)[-1]["api_requests"] == stopped.api_requests == len(fake.feedback_requests())
+        second = go(dsn, fake, strategy="project")
+    assert second.exit_code == 0 and second.examined == len(runs) - written, second.lines()
+    assert [x["applied_at"] is not None for x in listings(dsn)] == [True, True]
+    assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+    assert all(s["attempts"] == 1 for s in status(dsn).values())

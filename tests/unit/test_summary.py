@@ -21,6 +21,17 @@ def test_spent_and_add_sum_what_each_batch_cost_and_wrote() -> None:
     assert s.failed == Counter(api_error=2, mismatch=2)
 
 
+def test_listed_adds_what_a_listing_on_the_worker_counted_and_nothing_the_apply_counts() -> None:
+    s = RunSummary(examined=7, enriched=2, api_requests=4, sampled=1, fallbacks={"a": "why a"})
+    part = RunSummary(sampled=50, listed_records=300, listed_outside=3, fallbacks={"b": "why b"})
+    part.spent(Tally(requests=6, errors=1, rate_limit_wait_s=2.0, outage_wait_s=0.5, records=310, dropped=1))
+    part.examined = 99  # a listing examines no row: not taken
+    s.listed(part)
+    assert (s.api_requests, s.api_errors, s.rate_limit_wait_s, s.outage_wait_s) == (10, 1, 2.0, 0.5)
+    assert (s.records_fetched, s.dropped, s.sampled, s.listed_records, s.listed_outside) == (310, 1, 51, 300, 3)
+    assert s.fallbacks == {"a": "why a", "b": "why b"} and (s.examined, s.enriched) == (7, 2)
+
+
 def test_exit_code_and_outcome() -> None:
     assert (RunSummary().exit_code, RunSummary().outcome) == (0, "completed")
     failed = RunSummary(failed=Counter(mismatch=1))
