@@ -42,9 +42,15 @@ def main() -> int:
         help="figures groups to run: 1 (API), 2 (DB ceiling + writes), 3 (walk), 4 (migration + memory),"
         " 5 (strategies); default all",
     )
+    parser.add_argument(
+        "--real-pacing",
+        action="store_true",
+        help="figure 7 also runs the project strategy at --delay-ms 1000 on its largest archive, waited for"
+        " (about 11 more minutes at full size)",
+    )
     args = parser.parse_args()
-    size = SIZES["quick" if args.quick else "full"]
-    command = "python -m bench" + (" --quick" if args.quick else "")
+    size = {**SIZES["quick" if args.quick else "full"], "real_pacing": args.real_pacing}
+    command = "python -m bench" + (" --quick" if args.quick else "") + (" --real-pacing" if args.real_pacing else "")
     only = set(args.only.split(","))
     started = time.perf_counter()
     code = fingerprint()

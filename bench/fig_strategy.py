@@ -34,8 +34,9 @@ from backfill.config import Database, LangSmith, Window
 from backfill.operations import migrate
 from backfill.sandbox import app_schema
 from backfill.sandbox.traces import copy_archive, trace_archive
+from backfill.sql import QUERIES
 from bench.harness import ROOT, SPEC_DELAY_S, Server, say
-from bench.measures import database_s, reset_statements
+from bench.measures import database_s, reset_statements, statement_times
 from bench.report import Results, verdict
 
 KEY = "bench-not-a-secret"
@@ -88,6 +89,7 @@ def measure(server: Server, template: str, url: str, strategy: str, delay_ms: in
     )
     wall = time.perf_counter() - started
     db_s = database_s(db_url)
+    by_query = statement_times(db_url, list(QUERIES))
     if summary.exit_code != 0:
         raise RuntimeError(f"{strategy}: exit {summary.exit_code}: {summary.lines()}")
     with psycopg.connect(db_url) as conn:
@@ -106,6 +108,7 @@ def measure(server: Server, template: str, url: str, strategy: str, delay_ms: in
         "outside": summary.listed_outside,
         "wall_s": wall,
         "db_s": db_s,
+        "by_query": by_query,
         "digest": row[0] if row else None,
         "choices": summary.choices,
         "listings": [f"{p} {n:,} records in {k:,} requests" for p, n, k in listings],
@@ -120,9 +123,12 @@ def _duration(seconds: float) -> str:
 
 
 def figure_strategy(server: Server, size: dict[str, Any], res: Results) -> None:
-    """Figure 7 of `python -m bench`: the issue's two targets as rows, each archive's table in the details."""
+    """Figure 7 of `python -m bench`: the issue's two targets as rows, each archive's table in the details;
+    with ``size["real_pacing"]``, the largest archive's project strategy measured at --delay-ms 1000."""
+    largest = max(size["strategy_traces"])
     for traces in size["strategy_traces"]:
-        lines, results, runs = measured(server, traces, 0.5)
+        paced = bool(size.get("real_pacing")) and traces == largest
+        lines, results, runs = measured(server, traces, 0.5, real_pacing=paced)
         res.details.append("\n".join(["Figure 7 (strategies):", "", *lines]))
         runs_req, project = results["runs"]["requests"], results["project"]
         per_100 = 100 * project["requests"] / runs
@@ -135,6 +141,15 @@ def figure_strategy(server: Server, size: dict[str, Any], res: Results) -> None:
             "≤ 0.35 per 100 runs" if runs <= 50_000 else "",
             verdict(per_100 <= 0.35) if runs <= 50_000 else "",
         )
+        res.add(
+            "7 strategy",
+            f"  the project strategy at --delay-ms 0, {runs:,} runs: wall clock; in the database (server time)",
+            f"{project['wall_s']:.1f} s; {project['db_s']:.1f} s",
+            "",
+            "",
+            "database ≤ 60 s" if runs >= 1_000_000 else "",
+            verdict(project["db_s"] <= 60) if runs >= 1_000_000 else "",
+        )
         bound = project["requests"] * SPEC_DELAY_S + project["wall_s"]
         res.add(
             "7 strategy",
@@ -145,6 +160,19 @@ def figure_strategy(server: Server, size: dict[str, Any], res: Results) -> None:
             "< 15 min" if runs >= 1_000_000 else "",
             verdict(bound < 15 * 60) if runs >= 1_000_000 else "",
         )
+        if paced:
+            r = results["paced"]
+            floor = r["requests"] * SPEC_DELAY_S
+            res.add(
+                "7 strategy",
+                f"  measured at --delay-ms 1000 (waited for), {runs:,} runs: wall clock vs the floor"
+                f" ({r['requests']:,} requests x 1 s)",
+                _duration(r["wall_s"]),
+                _duration(floor),
+                f"{r['wall_s'] / floor:.3f}x the floor",
+                "≤ 1.05x the floor",
+                verdict(r["wall_s"] <= 1.05 * floor),
+            )
 
 
 def measured(

@@ -25,6 +25,7 @@ from backfill.archive import staging
 from backfill.domain.listing import Listing, ListingFailed
 from backfill.domain.options import RunOptions
 from backfill.domain.strategy import Choice
+from backfill.errors import DatabaseError
 from backfill.langsmith.transport import Transport
 from backfill.runner.listing import Lister
 from backfill.runner.prefetch import Prefetch
@@ -92,6 +93,7 @@ class Projects:
     #: the connection the next project is listed on, opened when there is one
     side: db.Gateway | None = None
     cancels: list[Callable[[], None]] = field(default_factory=list)
+    single: bool = False  # the second connection failed: one connection, projects in turn
 
     def run(self, choices: list[Choice], options: RunOptions) -> None:
         ahead: _Ahead | None = None
@@ -102,10 +104,11 @@ class Projects:
                     lister = Lister(self.gw, self.transport, self.summary.invocation_id, self.summary.spent)
                     current, reason = list_and_check(self.gw, lister, choice, opts, self.summary)
                 else:
-                    current, reason = ahead.result(self.summary)
-                    ahead = None
-                if i + 1 < len(choices) and not self.stop.is_set():
-                    ahead = _Ahead(self._side(), self.transport, choices[i + 1], options, self.summary.invocation_id)
+                    listed, ahead = ahead, None  # its counts are taken once, by ``result``
+                    current, reason = listed.result(self.summary)
+                side = self._side() if i + 1 < len(choices) and not self.stop.is_set() else None
+                if side is not None:
+                    ahead = _Ahead(side, self.transport, choices[i + 1], options, self.summary.invocation_id)
                 finished = self.apply(opts, current if reason is None else None)
                 if current is not None and finished:
                     staging.applied(self.gw, current)
@@ -119,9 +122,20 @@ class Projects:
                     self.cancels.remove(self.side.cancel)
                 self.side.close()
 
-    def _side(self) -> db.Gateway:
-        if self.side is None:
-            self.side = db.connect(self.gw.database)
+    def _side(self) -> db.Gateway | None:
+        """The listing's connection; None if it cannot be opened (the next project is then
+        listed after this one's apply, on the main connection, as one connection allows)."""
+        if self.side is None and not self.single:
+            try:
+                self.side = db.connect(self.gw.database)
+            except DatabaseError as exc:
+                self.single = True
+                logs.event(
+                    "listing_in_turn",
+                    f"each project is listed after the one before is applied: a second connection failed ({exc})",
+                    logging.WARNING,
+                )
+                return None
             self.side.lease, self.side.abandon = self.gw.lease, self.gw.abandon
             self.cancels.append(self.side.cancel)  # a second signal cancels its query too
         return self.side

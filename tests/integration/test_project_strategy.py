@@ -446,3 +446,33 @@ def test_a_stop_while_one_project_is_applied_and_the_next_listed_ends_both_and_t
     assert [x["applied_at"] is not None for x in listings(dsn)] == [True, True]
     assert {k: v for k, v in stored(dsn).items() if v is not None} == want
     assert all(s["attempts"] == 1 for s in status(dsn).values())
+
+
+def test_without_a_second_connection_each_project_is_listed_after_the_one_before_is_applied(dsn, caplog):
+    """A role allowed two connections (the work's and the lease's): the next project cannot be
+    listed beside the apply; it is listed after it, on the one connection, saying so; exact."""
+    runs = seed_traces(dsn, TRACES)
+    dbname = dsn.rsplit("/", 1)[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS backfill_two")
+        conn.execute("CREATE ROLE backfill_two LOGIN CONNECTION LIMIT 2")
+        conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_two")
+    apply_grants(dsn, "backfill_two")
+    two = dsn.replace("postgresql://postgres@", "postgresql://backfill_two@")
+    try:
+        with serve(runs) as fake:
+            want = expected(fake, runs)
+            got = go(two, fake, strategy="project")
+        assert got.exit_code == 0 and got.strategy == "project" and not got.fallbacks, got.lines()
+        assert {k: v for k, v in stored(dsn).items() if v is not None} == want
+        assert [x["applied_at"] is not None for x in listings(dsn)] == [True, True]
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(
+            m.startswith("each project is listed after the one before is applied: a second connection failed")
+            and "too many connections for role" in m
+            for m in said
+        ), said
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY backfill_two")
+            conn.execute("DROP ROLE backfill_two")
