@@ -34,7 +34,7 @@ TABLES = frozenset(
     }
 )
 
-#: Our indexes on the app's ``runs`` (fb0002, fb0005, fb0008).
+#: Our indexes on the app's ``runs`` (fb0002, fb0005, fb0008, fb0009).
 RUNS_INDEXES = frozenset(
     {
         "runs_feedback_records_gin_idx",
@@ -44,6 +44,7 @@ RUNS_INDEXES = frozenset(
         "runs_feedback_extractor_idx",
         "runs_feedback_missing_idx",
         "runs_feedback_unprovable_idx",
+        "runs_feedback_pending_project_idx",
     }
 )
 

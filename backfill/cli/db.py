@@ -72,7 +72,7 @@ def db_downgrade_command(
     typer.echo(migrate.at(reached), err=True)
 
 
-@db_app.command("current", epilog="Example: backfill db current   (prints fb0008 (head) when up to date)", cls=Command)
+@db_app.command("current", epilog="Example: backfill db current   (prints fb0009 (head) when up to date)", cls=Command)
 def db_current_command(ctx: typer.Context, database_url: DatabaseUrl = None) -> None:
     """Print the database's revision of our schema (nothing before the first upgrade)."""
     from backfill.operations import migrate

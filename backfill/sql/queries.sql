@@ -441,23 +441,34 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- this transaction) and at most %(id_bound)s that lack records and hold no checkpoint row are
 -- those rows (every other walk of the day checkpointed each row it read, none skipped),
 -- counted per project into the mark's `empty` (fb0008) and returned. Rows at or below the
--- previous mark were counted by the mark that covered them. The ids come from a range of
--- runs_feedback_pending_idx alone (an index-only scan, kept apart by MATERIALIZED: joined
--- with the rest, the planner took the day's rows from idx_runs_run_date or runs_pkey and
--- evaluated "lacks records" on each document); then each row's project and run_id by its
--- primary key (LATERAL, kept apart by OFFSET 0: else a hash join read the whole table) and
--- a probe of the status table's key. Never a document, never another day's rows.
-WITH lacking AS MATERIALIZED (
-    SELECT p.id
+-- previous mark were counted by the mark that covered them. Counted without visiting them:
+-- the rows lacking records per project from a range of runs_feedback_pending_project_idx
+-- (fb0009, an index-only scan; `mod(p.id, 1) = 0`, true of every row, is its predicate's: no
+-- other query states it, so that no other plan takes that index), less those of them that hold a checkpoint row, found from
+-- the status table's rows of the day (the rows some walk read: as many as the records, under
+-- the project strategy), each joined to its run by run_id and kept if a probe of
+-- runs_feedback_pending_idx says it lacks records. Never a document.
+WITH lacking AS (
+    SELECT p.project, count(*)::bigint AS n
     FROM runs AS p
-    WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null'
+    WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null' AND mod(p.id, 1) = 0
       AND p.run_date = %(day)s AND p.id > %(after_id)s::integer AND p.id <= %(id_bound)s::integer
-), proven AS (
+    GROUP BY p.project
+), examined AS (
     SELECT r.project, count(*)::bigint AS n
-    FROM lacking AS l
-    CROSS JOIN LATERAL (SELECT r.project, r.run_id FROM runs AS r WHERE r.id = l.id OFFSET 0) AS r
-    WHERE NOT EXISTS (SELECT 1 FROM feedback_backfill_status AS s WHERE s.run_id = r.run_id)
+    FROM feedback_backfill_status AS s
+    JOIN runs AS r ON r.run_id = s.run_id
+    WHERE s.run_date = %(day)s
+      AND r.run_date = %(day)s AND r.id > %(after_id)s::integer AND r.id <= %(id_bound)s::integer
+      AND EXISTS (SELECT 1 FROM runs AS t
+                  WHERE COALESCE(jsonb_typeof(t.data -> 'feedback_records'), 'null') = 'null'
+                    AND t.run_date = %(day)s AND t.id = r.id)
     GROUP BY r.project
+), proven AS (
+    SELECT l.project, l.n - COALESCE(e.n, 0) AS n
+    FROM lacking AS l
+    LEFT JOIN examined AS e ON e.project = l.project
+    WHERE l.n > COALESCE(e.n, 0)
 ), counted AS (
     SELECT COALESCE(jsonb_object_agg(p.project, p.n), '{}'::jsonb) AS empty, COALESCE(sum(p.n), 0)::bigint AS n
     FROM proven AS p

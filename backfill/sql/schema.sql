@@ -341,3 +341,27 @@ UPDATE feedback_backfill_alembic_version SET version_num='fb0008' WHERE feedback
 
 COMMIT;
 
+BEGIN;
+
+-- Running upgrade fb0008 -> fb0009
+
+COMMIT;
+
+SET lock_timeout = '5s';
+
+SET statement_timeout = 0;
+
+-- if runs_feedback_pending_project_idx exists with pg_index.indisvalid = false (an interrupted build), first: DROP INDEX CONCURRENTLY runs_feedback_pending_project_idx;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS runs_feedback_pending_project_idx ON runs (run_date, project, id) WHERE COALESCE(jsonb_typeof(data -> 'feedback_records'), 'null') = 'null' AND mod(id, 1) = 0;
+
+RESET statement_timeout;
+
+RESET lock_timeout;
+
+BEGIN;
+
+UPDATE feedback_backfill_alembic_version SET version_num='fb0009' WHERE feedback_backfill_alembic_version.version_num = 'fb0008';
+
+COMMIT;
+

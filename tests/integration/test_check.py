@@ -206,7 +206,7 @@ def test_runner_role_of_grants_sql_passes_run_and_warns_for_revert(dsn, fake, li
     assert item(lines, "can run").startswith("OK ")
     revert = item(lines, "can revert")
     assert revert.startswith(f"WARN  can revert   role {role} lacks DELETE on feedback_backfill_status")
-    assert item(lines, "schema").startswith("OK    schema       ours at fb0008 (head)")
+    assert item(lines, "schema").startswith("OK    schema       ours at fb0009 (head)")
     assert item(lines, "api").startswith("OK ") and item(lines, "pending").startswith("OK    pending      20 row(s)")
     # a role that may not read our version table: the schema cannot be confirmed
     with psycopg.connect(dsn, autocommit=True) as conn:

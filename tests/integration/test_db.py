@@ -65,9 +65,9 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     # Alembic's own INFO lines, on stderr: the DBA sees what it did
     assert "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, " in up.stderr
     assert "INFO  [alembic.runtime.migration] Running upgrade fb0003 -> fb0004, " in up.stderr
-    assert up.stderr.splitlines()[-1] == "database at fb0008 (head)"
+    assert up.stderr.splitlines()[-1] == "database at fb0009 (head)"
     assert tables(app_dsn) == OURS
-    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0008 (head)"
+    assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0009 (head)"
     down = backfill("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert "Running downgrade fb0001 -> , " in down.stderr
@@ -76,7 +76,7 @@ def test_db_upgrade_current_downgrade_from_any_directory(app_dsn, tmp_path):
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == ""
     again = backfill("db", "upgrade", "fb0002", env=env, cwd=tmp_path)
     assert again.returncode == 0 and "fb0002 -> fb0003" not in again.stderr
-    assert again.stderr.splitlines()[-1] == "database at fb0002 (head is fb0008)"
+    assert again.stderr.splitlines()[-1] == "database at fb0002 (head is fb0009)"
     assert backfill("db", "current", env=env, cwd=tmp_path).stdout.strip() == "fb0002"
 
 
@@ -93,7 +93,7 @@ def test_sql_output_is_the_checkouts_and_the_shipped_schema(tmp_path):
     assert up.stdout == backfill("db", "schema", cwd=tmp_path).stdout == (ROOT / "sql" / "schema.sql").read_text()
     down = backfill("db", "downgrade", "base", "--sql", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert down.stdout == alembic("downgrade", "fb0008:base", "--sql").stdout
+    assert down.stdout == alembic("downgrade", "fb0009:base", "--sql").stdout
     assert "DROP TABLE feedback_backfill_lease" in down.stdout
 
 
@@ -101,7 +101,7 @@ def test_history_lists_the_revisions(tmp_path):
     out = backfill("db", "history", cwd=tmp_path)
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("fb0007 -> fb0008 (feedback_backfill) (head), ")
+    assert lines[0].startswith("fb0008 -> fb0009 (feedback_backfill) (head), ")
     assert lines[-1].startswith("<base> -> fb0001 ")
 
 
@@ -202,7 +202,7 @@ def test_the_role_of_grants_create_role_runs_check_run_status_verify_and_db_curr
     shown = backfill("status", "--since", "14d", env={"DATABASE_URL": runner_role})
     assert shown.returncode == 0, shown.stderr
     current = backfill("db", "current", env={"DATABASE_URL": runner_role})
-    assert (current.returncode, current.stdout, current.stderr) == (0, "fb0008 (head)\n", "")
+    assert (current.returncode, current.stdout, current.stderr) == (0, "fb0009 (head)\n", "")
 
 
 OWNER_DELETES = "DELETE on feedback_backfill_status and DELETE on feedback_backfill_settled"

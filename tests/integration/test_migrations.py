@@ -81,7 +81,7 @@ def test_upgrade_coexists_with_the_app_history_and_downgrade_restores_it(app_dsn
     migrate.upgrade(Database(app_dsn))
     with psycopg.connect(app_dsn) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9405a9ff216f",)]
-        assert conn.execute("SELECT version_num FROM feedback_backfill_alembic_version").fetchall() == [("fb0008",)]
+        assert conn.execute("SELECT version_num FROM feedback_backfill_alembic_version").fetchall() == [("fb0009",)]
         checks = dict(
             conn.execute(
                 "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
@@ -242,7 +242,7 @@ def test_alembic_cli_from_the_project_root(app_dsn):
     assert done.returncode == 0, done.stderr
     assert all(valid for valid, _ in our_indexes(app_dsn).values())
     current = alembic_cli("current", env={"DATABASE_URL": app_dsn})
-    assert "fb0008 (head)" in current.stdout
+    assert "fb0009 (head)" in current.stdout
 
 
 def test_alembic_cli_errors_are_one_line_without_password(app_dsn):
@@ -270,7 +270,7 @@ def test_offline_sql_is_reviewable_and_passes_squawk(tmp_path):
     ):
         (block,) = [b for b in blocks if stmt in b]
         assert "BEGIN;" not in block.split(stmt)[0]
-    down = alembic_cli("downgrade", "fb0008:base", "--sql")
+    down = alembic_cli("downgrade", "fb0009:base", "--sql")
     assert down.returncode == 0, down.stderr
     for name, text in (("upgrade.sql", sql), ("downgrade.sql", down.stdout)):
         (tmp_path / name).write_text(text)

@@ -41,7 +41,7 @@ def test_demo_runs_the_workflow_and_cleans_up():
     for line in (
         "$ backfill db upgrade   (in a checkout, the same: alembic upgrade head)",
         "INFO  [alembic.runtime.migration] Running upgrade  -> fb0001, ",
-        "\ndatabase at fb0008 (head)\n",
+        "\ndatabase at fb0009 (head)\n",
         "$ backfill run --since 14d --delay-ms 20",
         "(the spec's 1000 ms between API requests is shortened to 20 ms for the demo)",
         "examined 420 row(s) of 420 pending",

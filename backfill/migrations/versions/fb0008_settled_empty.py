@@ -30,9 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
-from alembic import context, op
+from alembic import op
+from backfill.migrations import online
 
 revision: str = "fb0008"
 down_revision: str | None = "fb0007"
@@ -49,58 +48,17 @@ UNPROVABLE_ON = (
 )
 
 
-def _lock_timeout() -> str:
-    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
-    if not value.replace(".", "").isalnum():
-        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
-    return value
-
-
-def _invalid(name: str) -> bool:
-    """True when an index of that name exists in our schema but is INVALID."""
-    row = (
-        op.get_bind()
-        .execute(
-            text(
-                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
-                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
-            ),
-            {"name": name},
-        )
-        .first()
-    )
-    return row is not None and not row[0]
-
-
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("ALTER TABLE feedback_backfill_settled ADD COLUMN empty jsonb NOT NULL DEFAULT '{}'::jsonb")
-    offline = context.is_offline_mode()
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        if offline:
-            op.execute(
-                f"-- if {UNPROVABLE} exists with pg_index.indisvalid = false (an interrupted"
-                f" build), first: DROP INDEX CONCURRENTLY {UNPROVABLE}"
-            )
-        elif _invalid(UNPROVABLE):
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROVABLE}")
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNPROVABLE} ON {UNPROVABLE_ON}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.build_index(UNPROVABLE, UNPROVABLE_ON)
 
 
 def downgrade() -> None:
     # The marks would claim rows settled that no checkpoint row records: drop them with the
     # counts (the next run walks those days whole, as after `backfill reset`).
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROVABLE}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.drop_index(UNPROVABLE)
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("DELETE FROM feedback_backfill_settled WHERE empty <> '{}'::jsonb")

@@ -1,0 +1,62 @@
+"""What our migrations that build an index on the app's ``runs`` CONCURRENTLY share (fb0005, fb0008, fb0009).
+
+Kept stable: a revision's SQL must not change once released (sql/schema.sql is checked
+against ``alembic upgrade head --sql``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from alembic import context, op
+
+
+def lock_timeout() -> str:
+    """``-x lock_timeout=...`` (default 5s): how long CREATE INDEX CONCURRENTLY waits for a lock."""
+    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
+    if not value.replace(".", "").isalnum():
+        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
+    return value
+
+
+def invalid(name: str) -> bool:
+    """True when an index of that name exists in our schema but is INVALID (an interrupted build)."""
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+            ),
+            {"name": name},
+        )
+        .first()
+    )
+    return row is not None and not row[0]
+
+
+def build_index(name: str, on: str) -> None:
+    """CREATE INDEX CONCURRENTLY ``name`` ON ``on``, outside a transaction, an invalid leftover
+    dropped first (offline: a comment telling the DBA to)."""
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        if context.is_offline_mode():
+            op.execute(
+                f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
+                f" build), first: DROP INDEX CONCURRENTLY {name}"
+            )
+        elif invalid(name):
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {on}")
+        op.execute("RESET statement_timeout")
+        op.execute("RESET lock_timeout")
+
+
+def drop_index(name: str) -> None:
+    with op.get_context().autocommit_block():
+        op.execute(f"SET lock_timeout = '{lock_timeout()}'")
+        op.execute("SET statement_timeout = 0")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        op.execute("RESET statement_timeout")
+        op.execute("RESET lock_timeout")
