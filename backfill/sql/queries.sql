@@ -446,23 +446,28 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- (fb0009, an index-only scan; `mod(p.id, 1) = 0`, true of every row, is its predicate's: no
 -- other query states it, so that no other plan takes that index), less those of them that hold a checkpoint row, found from
 -- the status table's rows of the day (the rows some walk read: as many as the records, under
--- the project strategy), each joined to its run by run_id and kept if a probe of
--- runs_feedback_pending_idx says it lacks records. Never a document.
+-- the project strategy; MATERIALIZED and LATERAL ... OFFSET 0 keep the plan driven by them:
+-- on estimates, the planner drove it from the day's rows lacking records instead), each
+-- joined to its run by run_id and kept if a probe of runs_feedback_pending_idx says it lacks
+-- records. Never a document; a row not of the day's status rows is never visited.
 WITH lacking AS (
     SELECT p.project, count(*)::bigint AS n
     FROM runs AS p
     WHERE COALESCE(jsonb_typeof(p.data -> 'feedback_records'), 'null') = 'null' AND mod(p.id, 1) = 0
       AND p.run_date = %(day)s AND p.id > %(after_id)s::integer AND p.id <= %(id_bound)s::integer
     GROUP BY p.project
+), day_status AS MATERIALIZED (
+    SELECT s.run_id FROM feedback_backfill_status AS s WHERE s.run_date = %(day)s
 ), examined AS (
     SELECT r.project, count(*)::bigint AS n
-    FROM feedback_backfill_status AS s
-    JOIN runs AS r ON r.run_id = s.run_id
-    WHERE s.run_date = %(day)s
-      AND r.run_date = %(day)s AND r.id > %(after_id)s::integer AND r.id <= %(id_bound)s::integer
-      AND EXISTS (SELECT 1 FROM runs AS t
-                  WHERE COALESCE(jsonb_typeof(t.data -> 'feedback_records'), 'null') = 'null'
-                    AND t.run_date = %(day)s AND t.id = r.id)
+    FROM day_status AS s
+    CROSS JOIN LATERAL (
+        SELECT r.project FROM runs AS r
+        WHERE r.run_id = s.run_id AND r.id > %(after_id)s::integer AND r.id <= %(id_bound)s::integer
+          AND EXISTS (SELECT 1 FROM runs AS t
+                      WHERE COALESCE(jsonb_typeof(t.data -> 'feedback_records'), 'null') = 'null'
+                        AND t.run_date = %(day)s AND t.id = r.id)
+        OFFSET 0) AS r
     GROUP BY r.project
 ), proven AS (
     SELECT l.project, l.n - COALESCE(e.n, 0) AS n
