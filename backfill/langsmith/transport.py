@@ -112,10 +112,9 @@ class _Failed(Exception):
 @dataclass
 class Transport:
     """Pages of GET requests to LangSmith, through every guard of a shared, rate-limited API
-    (what each failure means and costs: this module's docstring). Threads take turns: one
-    request, with its retries and waits, at a time (the pipeline's worker fetching a batch
-    ahead and a project's listing on its worker share one transport, and so one pacing).
-    """
+    (what each failure means and costs: this module's docstring). Threads take turns, one
+    request with its retries and waits at a time: the pipeline's fetch ahead and a project's
+    listing on its worker share one transport, and so one pacing."""
 
     settings: LangSmith
     delay_ms: int = 1000
@@ -139,10 +138,8 @@ class Transport:
         self._turn = threading.RLock()
         self.waits = Waits()
         self.pacer = Pacer(self.delay_ms / 1000, self.stop, tick=self.waits.tick)
-        self._limited_s = 0.0  # waited on the current streak of 429s
-        self._limited_n = 0
-        self._episode_s = 0.0  # waited on the current streak of failures (reset by a success)
-        self._episode_n = 0
+        self._limited_s, self._limited_n = 0.0, 0  # waited on the current streak of 429s
+        self._episode_s, self._episode_n = 0.0, 0  # ... of failures (reset by a success)
         self.client = Client(
             api_url=s.endpoint,
             api_key=s.api_key,
@@ -158,46 +155,43 @@ class Transport:
 
     def get_page(self, params: dict[str, Any], tally: Tally, path: str = "/feedback") -> list[Any]:
         """One page (a JSON array) of GET ``path`` with these query parameters, through every guard above."""
-        with self._turn:
-            return self._get_page(params, tally, path)
-
-    def _get_page(self, params: dict[str, Any], tally: Tally, path: str) -> list[Any]:
-        failures = 0  # refused or malformed answers to this request
-        unavailable = 0  # gateway errors, timeouts, lost connections of this request
-        while True:
-            try:
-                return self._attempt(params, tally, path)
-            except _Failed as f:
-                if f.kind == "rate_limit":
-                    self._rate_limited(f, tally)
-                    continue
-                if f.kind == "too_long":
-                    raise UrlTooLong(f.detail) from None
-                if f.kind == "server":
-                    raise BatchFailed(f.detail, self.sent, needs_proof=True) from None
-                if f.kind == "unavailable":
-                    unavailable += 1
-                    wait = f.retry_after if f.retry_after is not None else backoff(self.backoff_s, unavailable)
-                    # retries count against --outage-wait too: past it, the probe decides at once
-                    if unavailable < self.max_retries and self._episode_s + wait <= self.outage_wait_s:
-                        self._wait_outage(wait, f.detail, tally)
+        with self._turn:  # one request cycle at a time: its pacing, retries and waits
+            failures = 0  # refused or malformed answers to this request
+            unavailable = 0  # gateway errors, timeouts, lost connections of this request
+            while True:
+                try:
+                    return self._attempt(params, tally, path)
+                except _Failed as f:
+                    if f.kind == "rate_limit":
+                        self._rate_limited(f, tally)
                         continue
-                    if not self.answered:
-                        # nothing has ever answered: a wrong endpoint or no route to it, which
-                        # waiting will not fix; say so now (cron tries again at its next tick)
-                        raise self._unavailable(f.detail, waited=False) from None
-                    if self.healthy(f.detail, tally):
-                        # the API answers others: this request is the problem (say, a run whose
-                        # answer always times out); the probe just proved the API healthy
+                    if f.kind == "too_long":
+                        raise UrlTooLong(f.detail) from None
+                    if f.kind == "server":
+                        raise BatchFailed(f.detail, self.sent, needs_proof=True) from None
+                    if f.kind == "unavailable":
+                        unavailable += 1
+                        wait = f.retry_after if f.retry_after is not None else backoff(self.backoff_s, unavailable)
+                        # retries count against --outage-wait too: past it, the probe decides at once
+                        if unavailable < self.max_retries and self._episode_s + wait <= self.outage_wait_s:
+                            self._wait_outage(wait, f.detail, tally)
+                            continue
+                        if not self.answered:
+                            # nothing has ever answered: a wrong endpoint or no route to it, which
+                            # waiting will not fix; say so now (cron tries again at its next tick)
+                            raise self._unavailable(f.detail, waited=False) from None
+                        if self.healthy(f.detail, tally):
+                            # the API answers others: this request is the problem (say, a run whose
+                            # answer always times out); the probe just proved the API healthy
+                            raise BatchFailed(f.detail, self.sent) from None
+                        unavailable = 0  # an outage was waited out: ask again
+                        continue
+                    failures += 1
+                    if f.kind == "refused" and failures >= 2:
                         raise BatchFailed(f.detail, self.sent) from None
-                    unavailable = 0  # an outage was waited out: ask again
-                    continue
-                failures += 1
-                if f.kind == "refused" and failures >= 2:
-                    raise BatchFailed(f.detail, self.sent) from None
-                if failures >= self.max_retries:  # malformed every time
-                    raise BatchFailed(f.detail, self.sent) from None
-                self.pacer.sleep(backoff(self.backoff_s, failures))
+                    if failures >= self.max_retries:  # malformed every time
+                        raise BatchFailed(f.detail, self.sent) from None
+                    self.pacer.sleep(backoff(self.backoff_s, failures))
 
     def proven(self, exc: BatchFailed, tally: Tally) -> bool:
         """Is the refusal ``exc`` the request's own? Yes when it needs no proof, when a request
@@ -211,24 +205,21 @@ class Transport:
         step) until one is answered (False: ask your request again) or ``outage_wait_s`` is
         spent (``ApiUnavailable``)."""
         with self._turn:
-            return self._healthy(detail, tally)
-
-    def _healthy(self, detail: str, tally: Tally) -> bool:
-        step = 0
-        while True:
-            try:
-                self._attempt({"run": [self.known_good or str(uuid.uuid4())], "limit": 1, "offset": 0}, tally)
-                return step == 0
-            except _Failed as f:
-                if f.kind == "rate_limit":
-                    self._rate_limited(f, tally)
-                    continue
-                detail = f.detail
-            step += 1
-            wait = backoff(self.backoff_s, self._episode_n)
-            if self._episode_s + wait > self.outage_wait_s:
-                raise self._unavailable(detail, waited=True)
-            self._wait_outage(wait, detail, tally)
+            step = 0
+            while True:
+                try:
+                    self._attempt({"run": [self.known_good or str(uuid.uuid4())], "limit": 1, "offset": 0}, tally)
+                    return step == 0
+                except _Failed as f:
+                    if f.kind == "rate_limit":
+                        self._rate_limited(f, tally)
+                        continue
+                    detail = f.detail
+                step += 1
+                wait = backoff(self.backoff_s, self._episode_n)
+                if self._episode_s + wait > self.outage_wait_s:
+                    raise self._unavailable(detail, waited=True)
+                self._wait_outage(wait, detail, tally)
 
     def _attempt(self, params: dict[str, Any], tally: Tally, path: str = "/feedback") -> list[Any]:
         """One paced request: the JSON array, or ``_Failed``; auth failures stop everything."""

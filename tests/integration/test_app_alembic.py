@@ -153,6 +153,7 @@ def test_the_old_readme_snippet_let_the_apps_autogenerate_drop_our_objects(dsn, 
         "runs_feedback_extractor_idx",
         "runs_feedback_missing_idx",
         "runs_feedback_unprovable_idx",
+        "runs_feedback_pending_project_idx",
     }
     assert all(op.startswith("op.drop_") for op in ops)  # nothing but drops of ours
 

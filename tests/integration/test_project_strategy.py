@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from typing import Any
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 import backfill
+from backfill import logs
 from backfill.config import Database, LangSmith, Window
 from backfill.domain import listing
 from backfill.domain.options import RunOptions
@@ -459,6 +461,8 @@ def test_without_a_second_connection_each_project_is_listed_after_the_one_before
         conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO backfill_two")
     apply_grants(dsn, "backfill_two")
     two = dsn.replace("postgresql://postgres@", "postgresql://backfill_two@")
+    ours = logging.getLogger(logs.LOGGER)  # it does not propagate once a CLI test has configured it
+    ours.addHandler(caplog.handler)
     try:
         with serve(runs) as fake:
             want = expected(fake, runs)
@@ -473,6 +477,7 @@ def test_without_a_second_connection_each_project_is_listed_after_the_one_before
             for m in said
         ), said
     finally:
+        ours.removeHandler(caplog.handler)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DROP OWNED BY backfill_two")
             conn.execute("DROP ROLE backfill_two")
