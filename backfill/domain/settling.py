@@ -24,7 +24,8 @@ staged, promising, examined before and to be examined again, unprovable), never 
 document, and writes no checkpoint row for it. Such a walk ``prove``s the day. Its mark then
 counts, per project, the day's rows above the previous mark and at most the bound that lack
 records and hold no checkpoint row (``settle_day_proven``, in the mark's transaction: a kill
-before it leaves neither mark nor count, and the next run proves the day again). That count
+before it leaves neither mark nor count, and the next run proves the day again; counted from
+an index and the day's status rows, fb0009, never row by row). That count
 (``feedback_backfill_settled.empty``) is what `backfill status` adds to no_feedback, as the
 runs strategy's checkpoint rows would count them; it changes only when one of those rows
 gets a checkpoint row after all (walked again because its feedback_stats now promise

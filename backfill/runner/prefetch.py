@@ -1,7 +1,8 @@
 """One call on a worker thread: the next batch's requests are on the wire while this one is written.
 
-One batch ahead only (bounded memory), one request at a time (only the worker uses the
-transport while it runs), and the database only ever used by the main thread. A fetched
+One batch ahead only (bounded memory), one request at a time (the transport takes turns),
+and the worker never touches the main thread's connection (``runner.project`` lists the next
+project on a worker with a connection of its own). A fetched
 batch is handed back as data: nothing of it is marked until the main thread writes it, so a
 kill loses at most the batch in flight. A stop or a second signal ends the worker through
 the transport's own events (``Transport.stop``/``abandon``).

@@ -70,6 +70,10 @@ def list_and_check(
     return current, reason
 
 
+#: How long a write of the listing's connection waits for a lock the apply's transaction holds.
+SIDE_LOCK_TIMEOUT = "30s"
+
+
 @dataclass
 class Projects:
     """The listed projects of an invocation, one after the other: each listed and checked, then
@@ -106,7 +110,7 @@ class Projects:
                 else:
                     listed, ahead = ahead, None  # its counts are taken once, by ``result``
                     current, reason = listed.result(self.summary)
-                side = self._side() if i + 1 < len(choices) and not self.stop.is_set() else None
+                side = self._side() if self._ahead_of(current, choices[i + 1 :], options) else None
                 if side is not None:
                     ahead = _Ahead(side, self.transport, choices[i + 1], options, self.summary.invocation_id)
                 finished = self.apply(opts, current if reason is None else None)
@@ -115,19 +119,31 @@ class Projects:
                 if self.stop.is_set():
                     return
         finally:
+            ended = True
             if ahead is not None:  # stopped or failed: the next project's listing ends at its next slice
-                ahead.abandon(self.settle_s, self.summary)
+                ended = ahead.abandon(self.settle_s, self.summary)
             if self.side is not None:
                 if self.side.cancel in self.cancels:
                     self.cancels.remove(self.side.cancel)
-                self.side.close()
+                if ended:  # else the worker still holds it: it is closed when the worker lets it go
+                    self.side.close()
+
+    def _ahead_of(self, current: Listing | None, rest: list[Choice], options: RunOptions) -> bool:
+        """Whether the next project may be listed while this one is applied: not after a stop,
+        and not when the archive does not tell its LangSmith project from this one's (a new
+        listing of a project clears what was staged for its id: two names of one project)."""
+        if not rest or self.stop.is_set():
+            return False
+        ids = staging.session_ids(self.gw, rest[0].project, options.window)
+        return bool(ids) and (current is None or current.session_id not in ids)
 
     def _side(self) -> db.Gateway | None:
         """The listing's connection; None if it cannot be opened (the next project is then
         listed after this one's apply, on the main connection, as one connection allows)."""
         if self.side is None and not self.single:
             try:
-                self.side = db.connect(self.gw.database)
+                # its writes wait on the apply's (the lease row, the invocation row): longer than the default
+                self.side = db.connect(self.gw.database, lock_timeout=SIDE_LOCK_TIMEOUT)
             except DatabaseError as exc:
                 self.single = True
                 logs.event(
@@ -149,6 +165,7 @@ class _Ahead:
         self, side: db.Gateway, transport: Transport, choice: Choice, options: RunOptions, invocation_id: int | None
     ) -> None:
         self.part = RunSummary()
+        self.side = side
         self.cancel = threading.Event()
         lister = Lister(side, transport, invocation_id, self.part.spent, cancel=self.cancel)
         opts = options.only(choice.project)
@@ -160,7 +177,11 @@ class _Ahead:
         finally:
             summary.listed(self.part)
 
-    def abandon(self, settle_s: float, summary: RunSummary) -> None:
+    def abandon(self, settle_s: float, summary: RunSummary) -> bool:
+        """End the listing at its next slice; whether the worker ended within ``settle_s``."""
         self.cancel.set()
-        if self.work.settle(settle_s):
-            summary.listed(self.part)
+        self.side.cancel()  # a statement of its own on the wire
+        if not self.work.settle(settle_s):
+            return False
+        summary.listed(self.part)
+        return True

@@ -449,7 +449,9 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- the project strategy; MATERIALIZED and LATERAL ... OFFSET 0 keep the plan driven by them:
 -- on estimates, the planner drove it from the day's rows lacking records instead), each
 -- joined to its run by run_id and kept if a probe of runs_feedback_pending_idx says it lacks
--- records. Never a document; a row not of the day's status rows is never visited.
+-- records. Never a document; a row not of the day's status rows is never visited. Not exact
+-- in one case: a run whose checkpoint row names another run_date than its row does now (the
+-- extractor re-archived it under another date) is counted, where a probe by run_id would not.
 WITH lacking AS (
     SELECT p.project, count(*)::bigint AS n
     FROM runs AS p
