@@ -51,6 +51,8 @@ def main() -> int:
     args = parser.parse_args()
     size = {**SIZES["quick" if args.quick else "full"], "real_pacing": args.real_pacing}
     command = "python -m bench" + (" --quick" if args.quick else "") + (" --real-pacing" if args.real_pacing else "")
+    if args.only != parser.get_default("only"):
+        command += f" --only {args.only}"
     only = set(args.only.split(","))
     started = time.perf_counter()
     code = fingerprint()
