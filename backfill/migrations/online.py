@@ -1,4 +1,4 @@
-"""What our migrations that build an index on the app's ``runs`` CONCURRENTLY share (fb0005, fb0008, fb0009).
+"""What our migrations that build an index on ``runs`` CONCURRENTLY share (fb0002, fb0005, fb0006, fb0008, fb0009).
 
 Kept stable: a revision's SQL must not change once released (sql/schema.sql is checked
 against ``alembic upgrade head --sql``).

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
 from alembic import context, op
+from backfill.migrations import online
 
 revision: str = "fb0002"
 down_revision: str | None = "fb0001"
@@ -39,33 +38,10 @@ INDEXES: dict[str, str] = {
 }
 
 
-def _lock_timeout() -> str:
-    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
-    if not value.replace(".", "").isalnum():
-        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
-    return value
-
-
-def _invalid(name: str) -> bool:
-    """True when an index of that name exists in our schema but is INVALID."""
-    row = (
-        op.get_bind()
-        .execute(
-            text(
-                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
-                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
-            ),
-            {"name": name},
-        )
-        .first()
-    )
-    return row is not None and not row[0]
-
-
 def upgrade() -> None:
     offline = context.is_offline_mode()
     with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
         op.execute("SET statement_timeout = 0")
         for name, definition in INDEXES.items():
             if offline:
@@ -73,7 +49,7 @@ def upgrade() -> None:
                     f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
                     f" build), first: DROP INDEX CONCURRENTLY {name}"
                 )
-            elif _invalid(name):
+            elif online.invalid(name):
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
         op.execute("RESET statement_timeout")
@@ -82,7 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
         # DROP INDEX CONCURRENTLY waits for transactions using the index: no time limit.
         op.execute("SET statement_timeout = 0")
         for name in reversed(INDEXES):

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
-
 from alembic import context, op
+from backfill.migrations import online
 
 revision: str = "fb0006"
 down_revision: str | None = "fb0005"
@@ -36,29 +35,6 @@ depends_on: str | Sequence[str] | None = None
 #: Word for word in backfill/sql/queries.sql (walk_settled, count_settled).
 UNPROMISED = "feedback_backfill_status_unpromised_idx"
 UNPROMISED_ON = "feedback_backfill_status (run_date, row_id) WHERE records_md5 IS NOT NULL AND stats_count = 0"
-
-
-def _lock_timeout() -> str:
-    value = context.get_x_argument(as_dictionary=True).get("lock_timeout", "5s")
-    if not value.replace(".", "").isalnum():
-        raise ValueError(f"-x lock_timeout must look like 5s or 500ms, got {value!r}")
-    return value
-
-
-def _invalid(name: str) -> bool:
-    """True when an index of that name exists in our schema but is INVALID."""
-    row = (
-        op.get_bind()
-        .execute(
-            text(
-                "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
-                " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
-            ),
-            {"name": name},
-        )
-        .first()
-    )
-    return row is not None and not row[0]
 
 
 def upgrade() -> None:
@@ -76,14 +52,14 @@ def upgrade() -> None:
     )
     offline = context.is_offline_mode()
     with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
         op.execute("SET statement_timeout = 0")
         if offline:
             op.execute(
                 f"-- if {UNPROMISED} exists with pg_index.indisvalid = false (an interrupted"
                 f" build), first: DROP INDEX CONCURRENTLY {UNPROMISED}"
             )
-        elif _invalid(UNPROMISED):
+        elif online.invalid(UNPROMISED):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
         op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNPROMISED} ON {UNPROMISED_ON}")
         op.execute("RESET statement_timeout")
@@ -92,7 +68,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{_lock_timeout()}'")
+        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
         op.execute("SET statement_timeout = 0")
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
         op.execute("RESET statement_timeout")
