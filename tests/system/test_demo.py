@@ -99,9 +99,16 @@ def fakes() -> set[str]:
     return set(out.stdout.split())
 
 
+def interactive() -> None:
+    """In the child: SIGINT as a terminal's foreground job has it. A suite started in the
+    background of a non-interactive shell (``.ci/run &``) ignores SIGINT, and an ignored
+    signal stays ignored across exec: the demo would never see the Ctrl-C sent to it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_ctrl_c_cleans_up():
     before = fakes()
-    proc = demo("--rows", "20000")
+    proc = demo("--rows", "20000", preexec_fn=interactive)
     assert proc.stderr is not None
     first = [proc.stderr.readline(), proc.stderr.readline()]  # the title, then the directory
     time.sleep(0.5)  # building the archive
