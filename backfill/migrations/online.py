@@ -1,4 +1,4 @@
-"""What our migrations that build an index on ``runs`` CONCURRENTLY share (fb0002, fb0005, fb0006, fb0008, fb0009).
+"""What our migrations that build indexes CONCURRENTLY share (fb0002, fb0005, fb0006, fb0008, fb0009).
 
 Kept stable: a revision's SQL must not change once released (sql/schema.sql is checked
 against ``alembic upgrade head --sql``).
@@ -35,28 +35,37 @@ def invalid(name: str) -> bool:
     return row is not None and not row[0]
 
 
-def build_index(name: str, on: str) -> None:
-    """CREATE INDEX CONCURRENTLY ``name`` ON ``on``, outside a transaction, an invalid leftover
-    dropped first (offline: a comment telling the DBA to)."""
+def build_indexes(indexes: dict[str, str], first: tuple[str, ...] = ()) -> None:
+    """CREATE INDEX CONCURRENTLY each ``name: on`` of ``indexes``, in order, outside a transaction,
+    an invalid leftover dropped first (offline: a comment telling the DBA to); ``first``: other
+    statements that must not run in a transaction, executed before them under the same settings."""
     with op.get_context().autocommit_block():
         op.execute(f"SET lock_timeout = '{lock_timeout()}'")
         op.execute("SET statement_timeout = 0")
-        if context.is_offline_mode():
-            op.execute(
-                f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
-                f" build), first: DROP INDEX CONCURRENTLY {name}"
-            )
-        elif invalid(name):
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {on}")
+        for statement in first:
+            op.execute(statement)
+        for name, on in indexes.items():
+            if context.is_offline_mode():
+                op.execute(
+                    f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
+                    f" build), first: DROP INDEX CONCURRENTLY {name}"
+                )
+            elif invalid(name):
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {on}")
         op.execute("RESET statement_timeout")
         op.execute("RESET lock_timeout")
 
 
-def drop_index(name: str) -> None:
+def drop_indexes(names: list[str], last: tuple[str, ...] = ()) -> None:
+    """DROP INDEX CONCURRENTLY each of ``names``, in order (it waits for the transactions using
+    the index: no time limit), then the statements ``last``, outside a transaction."""
     with op.get_context().autocommit_block():
         op.execute(f"SET lock_timeout = '{lock_timeout()}'")
         op.execute("SET statement_timeout = 0")
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        for name in names:
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+        for statement in last:
+            op.execute(statement)
         op.execute("RESET statement_timeout")
         op.execute("RESET lock_timeout")

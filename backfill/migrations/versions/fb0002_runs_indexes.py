@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import context, op
 from backfill.migrations import online
 
 revision: str = "fb0002"
@@ -39,29 +38,8 @@ INDEXES: dict[str, str] = {
 
 
 def upgrade() -> None:
-    offline = context.is_offline_mode()
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        for name, definition in INDEXES.items():
-            if offline:
-                op.execute(
-                    f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
-                    f" build), first: DROP INDEX CONCURRENTLY {name}"
-                )
-            elif online.invalid(name):
-                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.build_indexes(INDEXES)
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        # DROP INDEX CONCURRENTLY waits for transactions using the index: no time limit.
-        op.execute("SET statement_timeout = 0")
-        for name in reversed(INDEXES):
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.drop_indexes(list(reversed(INDEXES)))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import context, op
+from alembic import op
 from backfill.migrations import online
 
 revision: str = "fb0005"
@@ -118,26 +118,16 @@ def upgrade() -> None:
         " NOT VALID"
     )
     op.execute(view(extended=True))
-    offline = context.is_offline_mode()
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        # validated in its own transaction (SHARE UPDATE EXCLUSIVE: checkpoints keep writing)
-        op.execute("ALTER TABLE feedback_backfill_status VALIDATE CONSTRAINT feedback_backfill_status_prior_check")
-        # How many rows lack records, for the planner (the next ANALYZE fills it in): without
-        # it, it guesses 0.5 % and joins the pending index row by row instead of merging.
-        op.execute(f"CREATE STATISTICS IF NOT EXISTS {STATISTICS} ON ({PENDING_EXPR}) FROM runs")
-        for name, definition in INDEXES.items():
-            if offline:
-                op.execute(
-                    f"-- if {name} exists with pg_index.indisvalid = false (an interrupted"
-                    f" build), first: DROP INDEX CONCURRENTLY {name}"
-                )
-            elif online.invalid(name):
-                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.build_indexes(
+        INDEXES,
+        first=(
+            # validated in its own transaction (SHARE UPDATE EXCLUSIVE: checkpoints keep writing)
+            "ALTER TABLE feedback_backfill_status VALIDATE CONSTRAINT feedback_backfill_status_prior_check",
+            # How many rows lack records, for the planner (the next ANALYZE fills it in): without
+            # it, it guesses 0.5 % and joins the pending index row by row instead of merging.
+            f"CREATE STATISTICS IF NOT EXISTS {STATISTICS} ON ({PENDING_EXPR}) FROM runs",
+        ),
+    )
 
 
 def downgrade() -> None:
@@ -148,14 +138,7 @@ def downgrade() -> None:
         " RAISE EXCEPTION 'feedback_backfill_status holds records to restore (prior = records):"
         " run backfill revert first'; END IF; END $$"
     )
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        for name in reversed(INDEXES):
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-        op.execute(f"DROP STATISTICS IF EXISTS {STATISTICS}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.drop_indexes(list(reversed(INDEXES)), last=(f"DROP STATISTICS IF EXISTS {STATISTICS}",))
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     # Columns cannot be removed by CREATE OR REPLACE: drop the view, then fb0003's again.

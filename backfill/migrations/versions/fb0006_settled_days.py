@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import context, op
+from alembic import op
 from backfill.migrations import online
 
 revision: str = "fb0006"
@@ -50,29 +50,11 @@ def upgrade() -> None:
         )
         """
     )
-    offline = context.is_offline_mode()
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        if offline:
-            op.execute(
-                f"-- if {UNPROMISED} exists with pg_index.indisvalid = false (an interrupted"
-                f" build), first: DROP INDEX CONCURRENTLY {UNPROMISED}"
-            )
-        elif online.invalid(UNPROMISED):
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {UNPROMISED} ON {UNPROMISED_ON}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.build_indexes({UNPROMISED: UNPROMISED_ON})
 
 
 def downgrade() -> None:
-    with op.get_context().autocommit_block():
-        op.execute(f"SET lock_timeout = '{online.lock_timeout()}'")
-        op.execute("SET statement_timeout = 0")
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {UNPROMISED}")
-        op.execute("RESET statement_timeout")
-        op.execute("RESET lock_timeout")
+    online.drop_indexes([UNPROMISED])
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("DROP TABLE feedback_backfill_settled")

@@ -52,13 +52,13 @@ def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("ALTER TABLE feedback_backfill_settled ADD COLUMN empty jsonb NOT NULL DEFAULT '{}'::jsonb")
-    online.build_index(UNPROVABLE, UNPROVABLE_ON)
+    online.build_indexes({UNPROVABLE: UNPROVABLE_ON})
 
 
 def downgrade() -> None:
     # The marks would claim rows settled that no checkpoint row records: drop them with the
     # counts (the next run walks those days whole, as after `backfill reset`).
-    online.drop_index(UNPROVABLE)
+    online.drop_indexes([UNPROVABLE])
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.execute("DELETE FROM feedback_backfill_settled WHERE empty <> '{}'::jsonb")

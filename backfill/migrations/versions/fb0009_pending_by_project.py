@@ -42,8 +42,8 @@ PENDING_BY_PROJECT_ON = (
 
 
 def upgrade() -> None:
-    online.build_index(PENDING_BY_PROJECT, PENDING_BY_PROJECT_ON)
+    online.build_indexes({PENDING_BY_PROJECT: PENDING_BY_PROJECT_ON})
 
 
 def downgrade() -> None:
-    online.drop_index(PENDING_BY_PROJECT)
+    online.drop_indexes([PENDING_BY_PROJECT])
