@@ -15,12 +15,11 @@ plan, the horizon), the listing (staging) and the apply (walk, patch, checkpoint
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 from typing import Any
 
-from bench.fig_strategy import build, fake, measure
+from bench.fig_strategy import measure, served
 from bench.harness import Server, say
 
 #: Named queries by phase (the rest: the apply).
@@ -45,18 +44,10 @@ def phases(by_query: dict[str, tuple[int, float]]) -> dict[str, float]:
 
 
 def one(server: Server, traces: int, reviewed: float) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     template = f"scale_{traces}"
-    say(f"building the trace archive: {traces:,} traces, {reviewed:.0%} of the roots reviewed")
-    built = build(server, template, traces, now, reviewed)
-    proc, url = fake(traces, now, reviewed)
-    try:
+    with served(server, template, traces, reviewed) as (built, url):
         say(f"  project on {built['rows']:,} runs")
         r = measure(server, template, url, "project")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    server.drop(template)
     return {**r, "rows": built["rows"], "reviewed": built["reviewed"], "phases": phases(r["by_query"])}
 
 

@@ -21,10 +21,12 @@ md5 over every row's feedback_records).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -75,6 +77,22 @@ def fake(traces: int, now: dt.datetime, reviewed: float) -> tuple[subprocess.Pop
     assert proc.stdout
     line = proc.stdout.readline().strip()  # "fake LangSmith listening on http://..."
     return proc, line.rsplit(" ", 1)[-1]
+
+
+@contextlib.contextmanager
+def served(server: Server, template: str, traces: int, reviewed: float) -> Iterator[tuple[dict[str, int], str]]:
+    """The trace archive built as database ``template`` and served by the fake LangSmith in its
+    own process: what ``build`` counted, and the fake's URL; both gone after the block."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    say(f"building the trace archive: {traces:,} traces, {reviewed:.0%} of the roots reviewed")
+    built = build(server, template, traces, now, reviewed)
+    proc, url = fake(traces, now, reviewed)
+    try:
+        yield built, url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        server.drop(template)
 
 
 def measure(server: Server, template: str, url: str, strategy: str, delay_ms: int = 0) -> dict[str, Any]:
@@ -185,12 +203,8 @@ def measured(
 ) -> tuple[list[str], dict[str, dict[str, Any]], int]:
     """The strategies over one trace-shaped archive: the table, each strategy's figures, the runs.
     ``real_pacing``: the project strategy once more at the spec's --delay-ms 1000, waited for."""
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     template = f"strategy_{traces}"
-    say(f"building the trace archive: {traces:,} traces")
-    built = build(server, template, traces, now, reviewed)
-    proc, url = fake(traces, now, reviewed)
-    try:
+    with served(server, template, traces, reviewed) as (built, url):
         results = {}
         for strategy in strategies:
             say(f"  {strategy} on {built['rows']:,} runs")
@@ -198,10 +212,6 @@ def measured(
         if real_pacing:
             say(f"  project on {built['rows']:,} runs at --delay-ms {SPEC_DELAY_MS} (waited for)")
             results["paced"] = measure(server, template, url, "project", SPEC_DELAY_MS)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    server.drop(template)
     digests = {r["digest"] for r in results.values()}
     runs = built["rows"]
     any_run = next(iter(results.values()))

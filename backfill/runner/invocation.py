@@ -246,8 +246,9 @@ class Invocation:
         rest = tuple(c.project for c in self.choices if c.strategy == "runs")
         # the walks together cover the window as asked: a day is marked once each has ended it
         self.settling.cover(len(listed) + bool(rest), self.options.window, (c.project for c in self.choices))
-        projects = Projects(self.gw, self.transport, self.summary, self.apply, self.signals.stop, self._settle_s)
-        projects.cancels = self.signals.cancels
+        projects = Projects(
+            self.gw, self.transport, self.summary, self.apply, self.signals.stop, self._settle_s, self.signals.cancels
+        )
         projects.run(listed, self.options)
         if self.signals.stop.is_set():
             return

@@ -94,9 +94,10 @@ class Projects:
     apply: Callable[[RunOptions, Listing | None], bool]
     stop: threading.Event
     settle_s: float
+    #: what a second signal cancels (``Signals.cancels``): the listing's connection joins it
+    cancels: list[Callable[[], None]] = field(default_factory=list)
     #: the connection the next project is listed on, opened when there is one
     side: db.Gateway | None = None
-    cancels: list[Callable[[], None]] = field(default_factory=list)
     single: bool = False  # the second connection failed: one connection, projects in turn
 
     def run(self, choices: list[Choice], options: RunOptions) -> None:

@@ -444,8 +444,8 @@ SET id_bound = GREATEST(m.id_bound, EXCLUDED.id_bound), invocation_id = EXCLUDED
 -- previous mark were counted by the mark that covered them. Counted without visiting them:
 -- the rows lacking records per project from a range of runs_feedback_pending_project_idx
 -- (fb0009, an index-only scan; `mod(p.id, 1) = 0`, true of every row, is its predicate's: no
--- other query states it, so that no other plan takes that index), less those of them that hold a checkpoint row, found from
--- the status table's rows of the day (the rows some walk read: as many as the records, under
+-- other query states it, so that no other plan takes that index), less those of them that
+-- hold a checkpoint row, found from the status table's rows of the day (the rows some walk read: as many as the records, under
 -- the project strategy; MATERIALIZED and LATERAL ... OFFSET 0 keep the plan driven by them:
 -- on estimates, the planner drove it from the day's rows lacking records instead), each
 -- joined to its run by run_id and kept if a probe of runs_feedback_pending_idx says it lacks

@@ -28,13 +28,21 @@ def plan(dsn: str, name: str, params: dict[str, object]) -> str:
         return "\n".join(r[0] for r in conn.execute("EXPLAIN " + QUERIES[name], params))
 
 
-def test_the_apply_by_proof_reads_through_indexes_whose_rows_are_the_records(app_dsn):
-    dsn = app_dsn
-    seed_traces(dsn, 2000)  # 20 k runs, two projects, 14 days, 5 % reviewed
+def analyzed_archive(dsn: str) -> tuple[dt.date, int]:
+    """20 k trace-shaped runs (two projects, 14 days, 5 % reviewed), migrated and analyzed: the
+    newest run_date and the highest id."""
+    seed_traces(dsn, 2000)
     migrate.upgrade(Database(dsn))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE runs")
         day, top = conn.execute("SELECT max(run_date), max(id) FROM runs").fetchone()
+    return day, top
+
+
+def test_the_apply_by_proof_reads_through_indexes_whose_rows_are_the_records(app_dsn):
+    dsn = app_dsn
+    day, top = analyzed_archive(dsn)
+    with psycopg.connect(dsn) as conn:
         staged = [r[0] for r in conn.execute("SELECT id FROM runs WHERE run_date = %s LIMIT 20", (day,))]
     params = {"day": day, "staged": staged, "projects": ["proj-a"], "max_attempts": 3}
     candidates = plan(dsn, "walk_candidates", params)

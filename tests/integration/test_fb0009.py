@@ -10,16 +10,13 @@ from backfill.operations import migrate
 from backfill.sql import QUERIES
 
 from ..helpers import seed_traces
-from .test_fb0008 import plan
+from .test_fb0008 import analyzed_archive, plan
 
 
 def test_the_mark_counts_from_the_index_and_the_walks_keep_theirs(app_dsn):
     dsn = app_dsn
-    seed_traces(dsn, 2000)  # 20 k runs, two projects, 14 days, 5 % reviewed
-    migrate.upgrade(Database(dsn))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE runs")
-        day, top = conn.execute("SELECT max(run_date), max(id) FROM runs").fetchone()
+    day, top = analyzed_archive(dsn)
+    with psycopg.connect(dsn) as conn:
         (valid,) = conn.execute(
             "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
             " WHERE c.relname = 'runs_feedback_pending_project_idx'"
